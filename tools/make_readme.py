@@ -1,0 +1,29 @@
+"""Write README.md from nbs/index.ipynb (nbdev_readme needs Quarto; this uses nbconvert), or `--check` that they agree."""
+import sys, re
+from pathlib import Path
+import nbformat
+from nbconvert.exporters import MarkdownExporter
+from execnb.nbio import read_nb, nb2dict
+from execnb.shell import CaptureShell
+
+root = Path(__file__).resolve().parent.parent
+header = "<!-- Generated from nbs/index.ipynb by tools/make_readme.py: edit the notebook, not this file. -->\n\n"
+
+def render() -> str:
+    nb = read_nb(root / "nbs/index.ipynb")
+    CaptureShell(path=root / "nbs").run_all(nb, exc_stop=True)  # outputs come from running the cells: the README shows real results
+    nb = nbformat.reads(nbformat.writes(nbformat.from_dict(nb2dict(nb))), as_version=4)
+    nb.metadata["language_info"] = {"name": "python"}  # fenced code blocks get ```python
+    nb.cells = [c for c in nb.cells if not c.source.lstrip().startswith(("#| hide", "#|hide"))]
+    md, _ = MarkdownExporter().from_notebook_node(nb)
+    md = re.sub(r"^# (.+)\n\n> (.+)$", r"# \1\n\n> \2", md, count=1, flags=re.M)
+    return header + re.sub(r"\n{3,}", "\n\n", md).strip() + "\n"
+
+if __name__ == "__main__":
+    text = render()
+    if "--check" in sys.argv:
+        if (root / "README.md").read_text() != text:
+            sys.exit("README.md is out of date with nbs/index.ipynb: run `python tools/make_readme.py`")
+        print("README.md is in sync with nbs/index.ipynb")
+    else:
+        (root / "README.md").write_text(text); print("wrote README.md")
