@@ -6,7 +6,7 @@
 __all__ = ['MODES', 'Config', 'costs', 'mode_advantages', 'estimator_losses', 'Trainer', 'MetricsWriter', 'load_prompts',
            'import_fn', 'train_from_config', 'main']
 
-# %% ../nbs/05_trainer.ipynb #49f08b7a
+# %% ../nbs/05_trainer.ipynb #43b69972
 import csv, json, math, os, random, shutil, time, importlib
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
@@ -19,7 +19,7 @@ from .rollout import sample_rollout, response_logits, score_rewards, shared_voca
 from .decomposition import returns, advantages
 from .kernel import hybrid_loss
 
-# %% ../nbs/05_trainer.ipynb #61bd6ce0
+# %% ../nbs/05_trainer.ipynb #deb9af1d
 MODES = ("hybrid", "rlhf", "distill", "rl")
 
 @dataclass
@@ -84,7 +84,7 @@ class Config:
         if unknown: raise ValueError(f"unknown config keys in {path}: {sorted(unknown)}")
         return cls(**d)
 
-# %% ../nbs/05_trainer.ipynb #80c1f746
+# %% ../nbs/05_trainer.ipynb #bf3234cc
 def costs(z, z_E, r:Rollout, tau:float=1.0):
     "Per-token statistics `(k, logp, logq, entropy)` `[B, T]` of the student logits `z` against `z_E` (or no teacher)."
     with torch.no_grad():
@@ -103,7 +103,7 @@ def mode_advantages(cfg:Config, st, R:torch.Tensor, mask:torch.Tensor)->torch.Te
         G = returns(st.k.double() * mask if cfg.estimator == "rb" else c, R, mask, beta, lam)
     return advantages(G, mask, cfg.group_size, cfg.baseline).float()
 
-# %% ../nbs/05_trainer.ipynb #62e77882
+# %% ../nbs/05_trainer.ipynb #43e9b87d
 def estimator_losses(cfg:Config, z, z_E, r:Rollout, A, norm:float, split:bool=False):
     "Scalar losses whose gradients are the estimator: `[total]`, or `[dense, sparse]` when `split`."
     y, m, beta = r.response, r.mask, (0.0 if cfg.mode in ("rlhf", "rl") else cfg.beta_eff)
@@ -114,7 +114,7 @@ def estimator_losses(cfg:Config, z, z_E, r:Rollout, A, norm:float, split:bool=Fa
     sparse = hybrid_loss(z, zE, y, A, m, beta=0.0, tau=cfg.tau, normalize="none")[0] / norm
     return [dense, sparse]
 
-# %% ../nbs/05_trainer.ipynb #cd135f93
+# %% ../nbs/05_trainer.ipynb #c240091c
 def _grad_norm(params):
     sq = [p.grad.detach().float().pow(2).sum() for p in params if p.grad is not None]
     return torch.stack(sq).sum().sqrt() if sq else torch.tensor(0.)
@@ -303,7 +303,7 @@ class Trainer:
         if state["rng"]["cuda"] is not None and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.step = state["step"]
 
-# %% ../nbs/05_trainer.ipynb #be3b3cd6
+# %% ../nbs/05_trainer.ipynb #919363ca
 class MetricsWriter:
     "Append metrics rows to `metrics.csv` (and TensorBoard when installed), on the main process only."
     def __init__(self, out:Path, start_step:int=0, active:bool=True, tensorboard:bool=True):
@@ -334,7 +334,7 @@ class MetricsWriter:
     def __exit__(self, *a):
         if self.tb: self.tb.close()
 
-# %% ../nbs/05_trainer.ipynb #c8c02df0
+# %% ../nbs/05_trainer.ipynb #0ce838ee
 def load_prompts(path:str|Path)->list:
     "Prompts from a `.jsonl` (dicts with a 'prompt' key), `.json` (a list) or `.txt` (one a line) file."
     path = Path(path)
@@ -363,7 +363,7 @@ def train_from_config(cfg:Config):
     return t
 
 def main(argv=None):
-    "`hybrid-ilrl train --config FILE [--resume] [--set key=value ...]`"
+    "`hybrid-ilrl train --config FILE [--resume] [--set key=value ...]` or `hybrid-ilrl demo [--quick]`"
     import argparse, yaml
     ap = argparse.ArgumentParser(prog="hybrid-ilrl", description="Hybrid online imitation + RL fine-tuning of causal LMs")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -371,7 +371,14 @@ def main(argv=None):
     tr.add_argument("--config", required=True, help="YAML or JSON file with Config fields")
     tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     tr.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields (YAML values)")
+    dm = sub.add_parser("demo", help="the built-in experiment: every estimator on the task suite, table and plots")
+    dm.add_argument("--quick", action="store_true", help="the two-minute version")
+    dm.add_argument("--out", default=None, help="output directory (default runs/demo)")
+    dm.add_argument("--seeds", type=int, nargs="*", default=None, help="training seeds")
     a = ap.parse_args(argv)
+    if a.cmd == "demo":
+        from hybrid_ilrl.experiment import demo
+        return demo(quick=a.quick, out_dir=a.out, seeds=a.seeds)
     over = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in a.set)}
     if a.resume: over["resume"] = True
     train_from_config(Config.load(a.config, **over))

@@ -1,7 +1,4 @@
 #!/usr/bin/env bash
-# The main job. Until the built-in experiment lands: run the derivation notebooks' numerical checks.
+# The main job: the built-in experiment (every estimator on the task suite; table in the console, plots in runs/demo/).
 source "$(dirname "$0")/env.sh"
-nbdev_test --path nbs/00_objective.ipynb --timing
-nbdev_test --path nbs/01_decomposition.ipynb --timing
-nbdev_test --path nbs/02_logit_grad.ipynb --timing
-echo "All derivation checks passed."
+hybrid-ilrl demo "$@"
