@@ -19,5 +19,8 @@ python tools/make_readme.py --check
 step "nbdev_test (every notebook)"
 nbdev_test --n_workers 2 --timing
 
+step "docs site (tools/build_docs.py -> docs/site/, checked in chromium by tests/test_docs.py)"
+python tools/build_docs.py --strict
+
 step "pytest"
 python -m pytest -q tests/
