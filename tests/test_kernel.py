@@ -2,13 +2,11 @@
 over shapes x dtypes x options, with the tolerances of `kernel.TOLS` (fp32 g: rtol 1e-4, atol 1e-5; bf16/fp16 g: rtol 1.6e-2,
 atol 1e-5 and under 1% relative error overall; statistics: rtol 1e-5, atol 1e-4).
 
-Without a GPU the Triton kernel runs in Triton's interpreter on CPU tensors: TRITON_INTERPRET=1 is set below, before
-anything imports triton (scripts/env.sh sets it too). With a GPU the same grid runs natively on CUDA.
+Without a GPU the Triton kernel runs in Triton's interpreter on CPU tensors: TRITON_INTERPRET=1 is set by conftest.py,
+before anything imports triton. With a GPU the same grid runs natively on CUDA.
 Slow cases (V = 32,000 / 131,072 / 262,144) run with HYBRID_ILRL_SLOW=1."""
 import os, shutil
 import pytest, torch
-
-if not torch.cuda.is_available(): os.environ.setdefault('TRITON_INTERPRET', '1')
 
 from hybrid_ilrl.kernel import (fused_logit_grad, hybrid_loss, row_weights, edge_case_inputs, check_against_reference,
                                 triton_mode, load_cpu_kernel, rel_err, bf16_grad_error, HybridLoss)
@@ -21,6 +19,11 @@ cuda = pytest.mark.skipif(not (torch.cuda.is_available() and triton_mode() == 'c
 # The Triton kernel runs natively on a GPU, else in the interpreter on CPU, else not at all.
 TRITON_DEV = 'cuda' if torch.cuda.is_available() and triton_mode() == 'compiled' else 'cpu' if triton_mode() == 'interpreter' else None
 needs_triton = pytest.mark.skipif(TRITON_DEV is None, reason='no Triton (or TRITON_INTERPRET was not set before triton was imported)')
+
+def test_triton_kernel_is_exercised():
+    "Triton is a dev dependency: with it installed, the Triton tests must run (natively or interpreted), not skip."
+    pytest.importorskip('triton')
+    assert TRITON_DEV is not None, 'triton was imported before TRITON_INTERPRET=1 was set (see conftest.py): its tests would skip'
 
 VS = [1, 2, 7, 1000, 4099]
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
