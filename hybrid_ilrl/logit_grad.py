@@ -8,7 +8,7 @@ __all__ = ['softmax_jacobian', 'kl_grad', 'forward_kl_grad', 'pg_grad', 'HybridR
 # %% ../nbs/02_logit_grad.ipynb #06469dc2
 from typing import NamedTuple
 import torch
-from .objective import check_logits, check_tokens, check_mask, log_probs, acc_dtype
+from .objective import check_logits, check_tokens, check_mask, log_probs, acc_dtype, _raise_if_inf
 
 # %% ../nbs/02_logit_grad.ipynb #3a431fc6
 def softmax_jacobian(z:torch.Tensor)->torch.Tensor:
@@ -71,14 +71,14 @@ def hybrid_logit_grad(z:torch.Tensor, # student logits [..., V]
     diff = torch.where(p > 0, logp - logq, 0.)
     k = (p * diff).sum(-1)
     entropy = -(p * torch.where(p > 0, logp, 0.)).sum(-1)
+    if not allow_inf and beta != 0: _raise_if_inf(k, mask, "token KL")
+    dense = torch.where(torch.isinf(k).unsqueeze(-1), 0., p * (diff - k.unsqueeze(-1)))   # an infinite KL's dense term is dropped, as in the kernels
     e_y = torch.zeros_like(p).scatter_(-1, y.long().unsqueeze(-1), 1.)
-    g = (beta * p * (diff - k.unsqueeze(-1)) + A.unsqueeze(-1) * (p - e_y)) / tau
+    g = (beta * dense + A.unsqueeze(-1) * (p - e_y)) / tau
     logp_y, logq_y = logp.gather(-1, y.long().unsqueeze(-1)).squeeze(-1), logq.gather(-1, y.long().unsqueeze(-1)).squeeze(-1)
-    if not allow_inf and beta != 0 and (torch.isinf(k) & mask).any():
-        idx = tuple(int(i) for i in (torch.isinf(k) & mask).nonzero()[0])
-        raise ValueError(f"infinite KL at row {idx}: the teacher gives zero probability to a token the student can sample")
     zero = lambda t: torch.where(mask, t, 0.)
-    return HybridRows(torch.where(mask.unsqueeze(-1), g, 0.), zero(beta * k - A * logp_y), zero(k), zero(logp_y), zero(logq_y), zero(entropy))
+    loss = (beta * k if beta != 0 else 0.) - A * logp_y   # β = 0: no KL term, even where it is infinite
+    return HybridRows(torch.where(mask.unsqueeze(-1), g, 0.), zero(loss), zero(k), zero(logp_y), zero(logq_y), zero(entropy))
 
 # %% ../nbs/02_logit_grad.ipynb #0a881082
 class HybridLossRef(torch.autograd.Function):

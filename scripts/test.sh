@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# All tests: library in sync with the notebooks, README in sync with index.ipynb, every notebook, pytest.
+# All tests: library in sync with the notebooks, README in sync with index.ipynb, every notebook, the docs site, pytest.
 source "$(dirname "$0")/env.sh"
 step() { echo; echo "==> $*"; }
 

@@ -16,7 +16,6 @@ def render() -> str:
     nb.metadata["language_info"] = {"name": "python"}  # fenced code blocks get ```python
     nb.cells = [c for c in nb.cells if not c.source.lstrip().startswith(("#| hide", "#|hide"))]
     md, _ = MarkdownExporter().from_notebook_node(nb)
-    md = re.sub(r"^# (.+)\n\n> (.+)$", r"# \1\n\n> \2", md, count=1, flags=re.M)
     return header + re.sub(r"\n{3,}", "\n\n", md).strip() + "\n"
 
 if __name__ == "__main__":
