@@ -98,8 +98,10 @@ def _rows_torch(z3, zE3, g3, y, cb, ca, keep, inv_tau, stats, chunk_elems=1 << 2
             cbr = torch.where(inf_kl, 0., cb[r, None])
             G = torch.mul(Y.sub_(Sd).mul_(cbr).add_(ca[r, None]), P.div_(d), out=E)   # p (c_β (D − S/d) + c_A)
             G.scatter_add_(-1, yc, -ca[r, None].expand_as(yc))
-            g3[b, t0:t1] = G.masked_fill_(~kp, 0.)
-            st = torch.cat([k, lp, lq, H, ld + m * inv_tau, ldE + mE * inv_tau], -1).T
+            lZ, lZE = ld + m * inv_tau, ldE + mE * inv_tau
+            ok = torch.isfinite(lZ) & torch.isfinite(lZE)                 # a bad row keeps its input (in place: for the error message)
+            g3[b, t0:t1] = torch.where(ok, G, g3[b, t0:t1]).masked_fill_(~kp, 0.)
+            st = torch.cat([k, lp, lq, H, lZ, lZE], -1).T
             stats[:, r] = torch.where(kp.T, st, 0.)
 
 # %% ../nbs/03_kernel.ipynb #9a90e3f8
@@ -329,7 +331,7 @@ if triton is not None:
         ca = tl.load(ca_ptr + row).to(tl.float32)
         inv_d = 1.0 / d
         n_blocks = tl.cdiv(V, BLOCK)
-        for jb in range(0, n_blocks):                         # pass 2, last block first: write g
+        for jb in range(0, tl.where(ok, n_blocks, 0)):        # pass 2, last block first: write g (not for a bad row: its input stays for the error message)
             offs = (n_blocks - 1 - jb) * BLOCK + cols
             inb = offs < V
             a = tl.load(z_ptr + offs, mask=inb, other=float('-inf')).to(tl.float32) * inv_tau

@@ -191,9 +191,12 @@ def test_bad_values(backend):
             z, z_E = torch.randn(2, 3, 20, device=dev), torch.randn(2, 3, 20, device=dev)
             (z if who == 'student' else z_E)[1, 2, 5] = bad
             with pytest.raises(ValueError, match=f'{who} logits {msg}'): fused_logit_grad(z, z_E, y, 1., backend=backend)
+            with pytest.raises(ValueError, match=f'{who} logits {msg}'):   # in place: the bad row is not overwritten
+                fused_logit_grad(z.clone(), z_E, y, 1., inplace=True, backend=backend)
             fused_logit_grad(z, z_E, y, 1., mask=torch.tensor([[1, 1, 1], [1, 1, 0]], device=dev), backend=backend)  # masked: not read
     z = torch.randn(2, 20, device=dev); z[0] = float('-inf')
     with pytest.raises(ValueError, match='all -inf'): fused_logit_grad(z, torch.randn(2, 20, device=dev), y[0, :2], 1., backend=backend)
+    with pytest.raises(ValueError, match='all -inf'): fused_logit_grad(z, torch.randn(2, 20, device=dev), y[0, :2], 1., inplace=True, backend=backend)
 
 @cuda
 def test_device_mismatch():
