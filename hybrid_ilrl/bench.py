@@ -7,10 +7,10 @@ __all__ = ['eager_hybrid_loss', 'liger_hybrid_loss', 'peak_memory', 'time_step',
            'copy_bandwidth', 'bench_kernel', 'report', 'bench_fused_linear', 'main']
 
 # %% ../nbs/90_bench.ipynb #09f5458d
-import argparse, csv, ctypes, json, os, platform, re, statistics, sys, time
+import argparse, csv, ctypes, json, platform, re, statistics, time
 from pathlib import Path
 import torch
-from .kernel import hybrid_loss, triton_mode, load_cpu_kernel
+from .kernel import hybrid_loss
 
 # %% ../nbs/90_bench.ipynb #d8daaa9e
 def eager_hybrid_loss(z, z_E, y, A, mask, beta=1.0, tau=1.0):

@@ -9,7 +9,7 @@ __all__ = ['CONTENDERS', 'BenchSetup', 'wide_char_tokenizer', 'make_models', 'ma
            'main']
 
 # %% ../nbs/91_bench_trl.ipynb #d14c9aae
-import argparse, csv, json, os, statistics, subprocess, sys, tempfile, time, warnings
+import argparse, csv, json, statistics, subprocess, sys, tempfile, time, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, asdict
 from pathlib import Path

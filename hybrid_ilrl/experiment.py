@@ -6,7 +6,7 @@
 __all__ = ['ExperimentConfig', 'eval_kl', 'evaluate', 'run_experiment', 'summary_table', 'smooth', 'plot_results', 'demo']
 
 # %% ../nbs/08_experiment.ipynb #9abe4202
-import copy, json, math, os, time
+import copy, json, time
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 import numpy as np
@@ -16,7 +16,7 @@ from .objective import token_kl
 from .rollout import sample_rollout, response_logits
 from .trainer import Config, Trainer, MODES
 from .variance import grad_variance
-from .tasks import suite_models, suite_splits, task_reward, accuracy, TASKS
+from .tasks import suite_models, suite_splits, task_reward, accuracy
 
 # %% ../nbs/08_experiment.ipynb #60f62db9
 @dataclass
@@ -120,7 +120,7 @@ def smooth(y, w:int=5):
 
 def plot_results(res:dict, out_dir:str|Path|None=None):
     "Reward and KL curves with seed bands, reward per sampled token, variance per estimator; saved as PNGs in `out_dir`."
-    import matplotlib; import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
     out = Path(out_dir or res["config"]["out_dir"])
     colors = dict(hybrid="tab:red", rlhf="tab:blue", distill="tab:green", rl="tab:purple")
     fig, axs = plt.subplots(1, 3, figsize=(15, 4))

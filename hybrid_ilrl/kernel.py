@@ -406,7 +406,7 @@ def fused_logit_grad(z:torch.Tensor, # student logits [..., V], fp32/bf16/fp16/f
     if not tau > 0: raise ValueError(f"temperature must be positive, got tau={tau}")
     if not abs(beta) < float('inf'): raise ValueError(f"beta must be finite, got {beta}")
     name = pick_backend(z, backend)
-    lead, V, dt = z.shape[:-1], z.shape[-1], acc_dtype(z)
+    lead, dt = z.shape[:-1], acc_dtype(z)
     z3, copied = _as_btv(z.detach()); zE3, _ = _as_btv(z_E.detach())
     if inplace and copied:
         raise ValueError(f"inplace=True needs student logits whose vocabulary dimension has stride 1 (got strides {z.stride()}); "

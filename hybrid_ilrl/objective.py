@@ -7,7 +7,7 @@ __all__ = ['check_logits', 'check_tokens', 'check_mask', 'acc_dtype', 'log_probs
            'sequence_kl', 'TabularLM', 'enumerate_costs', 'exact_objective']
 
 # %% ../nbs/00_objective.ipynb #2027670a
-import itertools, math
+import itertools
 import torch
 import torch.nn as nn
 

@@ -245,7 +245,7 @@ class Trainer:
         "Backprop the estimator on rollout `r` into `.grad` (zeroed first); returns (stats, advantages, [dense, sparse] grad norms)."
         cfg = self.cfg
         self.opt.zero_grad(set_to_none=True)
-        head = plain_head(self.acc.unwrap_model(self.student)) if cfg.fused_head and z_E is not None else None
+        head = plain_head(self.acc.unwrap_model(self.student)) if cfg.fused_head else None
         if head is None:  # the [B, T, V] logits, then the fused kernel
             z = response_logits(self.student, r, self.n_vocab)
             st = costs(z, z_E, r, cfg.tau)

@@ -6,7 +6,6 @@
 __all__ = ['GradStats', 'flat_grad', 'grad_variance']
 
 # %% ../nbs/06_variance.ipynb #77de72d0
-import copy, math
 from dataclasses import replace
 import torch
 from .trainer import Trainer, MODES
@@ -45,12 +44,11 @@ def grad_variance(trainer:Trainer,
     if M < 2: raise ValueError(f"need M >= 2 batches to estimate a variance, got {M}")
     bad = [m for m in modes if m not in MODES]
     if bad: raise ValueError(f"unknown modes {bad}; expected some of {MODES}")
-    if len({(trainer.cfg.beta if m != 'rl' else 0.0, trainer.cfg.lam if m != 'distill' else 0.0) for m in modes}) > 1:
+    if len({(c.beta_eff, c.lam_eff) for c in (replace(trainer.cfg, mode=m) for m in modes)}) > 1:
         raise ValueError(f"modes {modes} estimate different objectives (distill sets λ=0, rl sets β=0): compare estimators of one objective")
     cfg0, stats, proj = trainer.cfg, {m: GradStats() for m in modes}, {m: [] for m in modes}
     try:
         for i in range(M):
-            trainer.cfg = replace(cfg0, mode=modes[0])  # the rollout scores the teacher when this mode needs it
             r, R, _, z_E = trainer.rollout(seed + i, seed_offset=seed + i)
             for m in modes:
                 trainer.cfg = replace(cfg0, mode=m)
