@@ -56,9 +56,7 @@ def expected_grad(student:TabularLM, teacher:TabularLM, R:torch.Tensor,
     b = enumerate_groups(student, teacher, R, group_size, w)
     s = surrogate(b)
     if s.shape != b.weight.shape: raise ValueError(f"surrogate must return one value per response, shape {tuple(b.weight.shape)}, got {tuple(s.shape)}")
-    if not s.requires_grad: return torch.zeros_like(student.theta)
-    g = torch.autograd.grad((b.weight * s).sum(), student.theta, allow_unused=True)[0]
-    return torch.zeros_like(student.theta) if g is None else g
+    return torch.autograd.grad((b.weight * s).sum(), student.theta)[0]
 
 def exact_grad(student:TabularLM, teacher:TabularLM, R:torch.Tensor, beta:float=1.0, lam:float=1.0, w:torch.Tensor|None=None)->torch.Tensor:
     "The exact gradient `∇L(θ)`: autograd through `exact_objective`."
