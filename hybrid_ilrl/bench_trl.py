@@ -131,9 +131,8 @@ def trl_inputs(r:Rollout)->dict:
             "completion_ids": r.response, "completion_mask": r.mask.long(), "num_items_in_batch": r.mask.sum()}
 
 def ours_loss_grad(tr:Trainer, r:Rollout)->float:
-    "Our work on rollout `r` after sampling: teacher logits, then `estimator_grad`; the gradient is left in `.grad`. Returns the mean token KL."
-    with torch.no_grad(): z_E = response_logits(tr.teacher, r, tr.n_vocab)
-    st, A, _ = tr.estimator_grad(r, torch.zeros(len(r.response), dtype=torch.float64), z_E)
+    "Our work on rollout `r` after sampling: the teacher as the trainer scores it, then `estimator_grad`; the gradient is left in `.grad`. Returns the mean token KL."
+    st, A, _ = tr.estimator_grad(r, torch.zeros(len(r.response), dtype=torch.float64), tr.teacher_out(r))
     return float((st.k * r.mask).sum() / r.mask.sum())
 
 def trl_loss_grad(tr, inputs:dict)->float:
