@@ -4,14 +4,14 @@
 
 # %% auto #0
 __all__ = ['TASKS', 'LETTERS', 'SUITE_VERSION', 'make_example', 'task_suite', 'suite_splits', 'partial_credit', 'task_reward',
-           'encode_sft', 'sft', 'accuracy', 'cache_dir', 'suite_models']
+           'encode_sft', 'sft', 'accuracy', 'suite_models']
 
 # %% ../nbs/07_tasks.ipynb #f8aec9b8
-import hashlib, json, math, os, random, time
-from pathlib import Path
+import hashlib, json, math, random, time
 import torch
 from tqdm.auto import tqdm
 from .rollout import char_tokenizer, tiny_llama
+from .kernel import cache_dir
 
 # %% ../nbs/07_tasks.ipynb #eaa10bea
 TASKS = ("copy", "reverse", "sort", "add", "close")
@@ -108,10 +108,6 @@ def accuracy(model, tok, examples:list[dict], batch:int=128, max_new_tokens:int=
     return res
 
 # %% ../nbs/07_tasks.ipynb #902d8b3f
-def cache_dir()->Path:
-    "Where trained suite models live: `$HYBRID_ILRL_CACHE`, else `~/.cache/hybrid_ilrl`."
-    return Path(os.environ.get("HYBRID_ILRL_CACHE", Path.home() / ".cache" / "hybrid_ilrl"))
-
 SUITE_VERSION = 1
 
 def suite_models(teacher_steps:int=1500, student_steps:int=150, seed:int=0, progress:bool=True, n_train:int=4000):
