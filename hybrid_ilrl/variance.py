@@ -8,7 +8,7 @@ __all__ = ['GradStats', 'flat_grad', 'grad_variance']
 # %% ../nbs/06_variance.ipynb #77de72d0
 from dataclasses import replace
 import torch
-from .trainer import Trainer, MODES
+from .trainer import Trainer, Config
 
 # %% ../nbs/06_variance.ipynb #4a902676
 class GradStats:
@@ -34,31 +34,42 @@ def flat_grad(trainer:Trainer)->torch.Tensor:
     return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
                       for p in trainer.student.parameters() if p.requires_grad])
 
+def _cell(cfg:Config, entry)->tuple:
+    "The result key and the config of one `modes` entry: a mode name, or a `(mode, estimator)` pair."
+    if isinstance(entry, str): key, kw = entry, dict(mode=entry)
+    elif isinstance(entry, tuple) and len(entry) == 2:
+        key, kw = f"{entry[0]}/{entry[1]}", dict(mode=entry[0], estimator=entry[1])
+    else: raise ValueError(f"modes entry {entry!r}: expected a mode name or a (mode, estimator) tuple")
+    try: return key, replace(cfg, **kw)
+    except ValueError as e: raise ValueError(f"modes entry {entry!r}: {e}") from None
+
 def grad_variance(trainer:Trainer,
-                  modes:tuple=("hybrid", "rlhf"), # estimators of one objective (same beta, lam)
+                  modes:tuple=("hybrid", "rlhf"), # estimators of one objective: mode names or (mode, estimator) pairs
                   M:int=16, # independent batches
                   seed:int=10_000, # batches use steps seed, seed+1, ... of the prompt order, with fresh noise
                   u:torch.Tensor|None=None, # optional direction: also return each batch's projection ⟨ĝ, u⟩
                   progress:bool=False)->dict:
-    "Per mode: relative variance, covariance trace, squared mean norm and the mean gradient, over `M` batches at fixed parameters."
+    "Per estimator: relative variance, tr Cov, squared mean norm and mean gradient over `M` batches, parameters fixed."
     if M < 2: raise ValueError(f"need M >= 2 batches to estimate a variance, got {M}")
-    bad = [m for m in modes if m not in MODES]
-    if bad: raise ValueError(f"unknown modes {bad}; expected some of {MODES}")
-    if len({(c.beta_eff, c.lam_eff) for c in (replace(trainer.cfg, mode=m) for m in modes)}) > 1:
-        raise ValueError(f"modes {modes} estimate different objectives (distill sets λ=0, rl sets β=0): compare estimators of one objective")
-    cfg0, stats, proj = trainer.cfg, {m: GradStats() for m in modes}, {m: [] for m in modes}
+    cfg0 = trainer.cfg
+    cfgs = dict(_cell(cfg0, e) for e in modes)
+    if len(cfgs) < len(modes): raise ValueError(f"modes {modes} name an estimator twice")
+    if len({(c.beta_eff, c.lam_eff) for c in cfgs.values()}) > 1:
+        raise ValueError(f"modes {modes} estimate different objectives (distill sets λ=0, rl sets β=0): "
+                         "compare estimators of one objective")
+    stats, proj = {k: GradStats() for k in cfgs}, {k: [] for k in cfgs}
     try:
         for i in range(M):
             r, R, _, z_E = trainer.rollout(seed + i, seed_offset=seed + i)
-            for m in modes:
-                trainer.cfg = replace(cfg0, mode=m)
+            for k, cfg in cfgs.items():
+                trainer.cfg = cfg
                 trainer.estimator_grad(r, R, z_E)
                 g = flat_grad(trainer)
-                stats[m].add(g)
-                if u is not None: proj[m].append(float(g.double() @ u))
+                stats[k].add(g)
+                if u is not None: proj[k].append(float(g.double() @ u))
             if progress: print(f"batch {i + 1}/{M}", end="\r")
     finally:
         trainer.cfg = cfg0
         trainer.opt.zero_grad(set_to_none=True)
-    return {m: dict(relvar=s.relvar, trace_cov=s.trace_cov, mean_sq_norm=s.mean_sq_norm, mean=s.mean, n=s.n,
-                    proj=torch.tensor(proj[m], dtype=torch.float64)) for m, s in stats.items()}
+    return {k: dict(relvar=s.relvar, trace_cov=s.trace_cov, mean_sq_norm=s.mean_sq_norm, mean=s.mean, n=s.n,
+                    proj=torch.tensor(proj[k], dtype=torch.float64)) for k, s in stats.items()}

@@ -7,8 +7,8 @@ stamp=$(cat settings.ini setup.py | sha1sum | cut -d' ' -f1)
 if [ "$(cat .venv/.installed 2>/dev/null)" != "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   if ! command -v nvidia-smi >/dev/null 2>&1 && ! .venv/bin/python -c "import torch" 2>/dev/null; then
-    # no GPU: the CPU build of torch (a few hundred MB instead of several GB)
-    .venv/bin/python -m pip install -q --retries 0 --timeout 15 torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu
+    # no GPU: pin torch; pip fetches it from the configured index (PIP_EXTRA_INDEX_URL can name a CPU-wheel index)
+    .venv/bin/python -m pip install -q --retries 0 --timeout 15 torch==2.13.0
   fi
   .venv/bin/python -m pip install -q -e ".[dev]"
   echo "$stamp" > .venv/.installed

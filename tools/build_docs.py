@@ -271,6 +271,7 @@ def render_notebook(job: dict) -> dict:
 def _render(job, path, page, res):
     from execnb.nbio import read_nb
     from execnb.shell import CaptureShell
+    from fastcore.xtras import working_directory
     from nbdev.process import NBProcessor, Processor
     from nbdev.frontmatter import FrontmatterProc
     from nbdev import processors as P
@@ -300,7 +301,7 @@ def _render(job, path, page, res):
                     warnings.simplefilter("ignore")
                     if not P._do_eval(cell): return
             cell.outputs = []
-            self.k.cell(cell)
+            with working_directory(path.parent): self.k.cell(cell)  # in the notebook's folder, as nbdev_test runs it
             if self.k.exc is not None:
                 e, where = self.k.exc, f"cell {getattr(cell, 'nb_idx_', '(show_doc)')}"
                 first = next((l.strip() for l in cell.source.splitlines() if l.strip() and not l.lstrip().startswith("#|")), "")
