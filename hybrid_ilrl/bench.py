@@ -4,40 +4,42 @@
 
 # %% auto #0
 __all__ = ['eager_hybrid_loss', 'liger_hybrid_loss', 'peak_memory', 'time_step', 'measure', 'add_ratios', 'machine',
-           'copy_bandwidth', 'bench_kernel', 'report', 'bench_fused_linear', 'main']
+           'copy_bandwidth', 'bench_kernel', 'report', 'rounds_summary', 'bench_fused_linear', 'main']
 
 # %% ../nbs/90_bench.ipynb #09f5458d
 import argparse, csv, ctypes, json, platform, re, statistics, time
 from pathlib import Path
 import torch
-from .kernel import hybrid_loss
+from .ops.loss import hybrid_loss
 
 # %% ../nbs/90_bench.ipynb #d8daaa9e
 def eager_hybrid_loss(z, z_E, y, A, mask, beta=1.0, tau=1.0):
-    "The hybrid loss as a user writes it today: autograd through `log_softmax` (fp32), the KL and the gather; per-token mean."
-    t = (lambda x: x) if tau == 1 else (lambda x: x / tau)
-    logp = torch.log_softmax(t(z.float()), -1)
-    logq = torch.log_softmax(t(z_E.float()), -1)
-    k = (logp.exp() * (logp - logq)).sum(-1)
+    """The hybrid loss as a user writes it today: autograd through `log_softmax` (fp32), the KL and the gather;
+    per-token mean."""
+    scaled = (lambda x: x) if tau == 1 else (lambda x: x / tau)
+    logp = torch.log_softmax(scaled(z.float()), -1)
+    logq = torch.log_softmax(scaled(z_E.float()), -1)
+    kl = (logp.exp() * (logp - logq)).sum(-1)
     logp_y = logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-    return torch.where(mask, beta * k - A * logp_y, 0.).sum() / mask.sum().clamp_min(1)
+    return torch.where(mask, beta * kl - A * logp_y, 0.).sum() / mask.sum().clamp_min(1)
 
 def liger_hybrid_loss(z, z_E, y, A, mask, beta=1.0, tau=1.0):
-    "The same loss from Liger-Kernel's pieces: `log_softmax` of both, `LigerJSD(beta=1)` (reverse KL), `LigerCrossEntropyLoss` for `-log p_y`."
+    """The same loss from Liger-Kernel's pieces: `log_softmax` of both, `LigerJSD(beta=1)` (reverse KL),
+    `LigerCrossEntropyLoss` for `-log p_y`."""
     from liger_kernel.transformers import LigerJSD, LigerCrossEntropyLoss
     V = z.shape[-1]
     labels = torch.where(mask, y, -100).reshape(-1)
     n = mask.sum().clamp_min(1)
-    t = (lambda x: x) if tau == 1 else (lambda x: x / tau)
-    kl = LigerJSD(beta=1.0)(torch.log_softmax(t(z.reshape(-1, V).float()), -1),
-                            torch.log_softmax(t(z_E.reshape(-1, V).float()), -1), labels)   # mean over unmasked rows
-    ce = LigerCrossEntropyLoss(reduction='none')(t(z.reshape(-1, V)), labels)            # -log p_y, 0 on ignored rows
+    scaled = (lambda x: x) if tau == 1 else (lambda x: x / tau)
+    kl = LigerJSD(beta=1.0)(torch.log_softmax(scaled(z.reshape(-1, V).float()), -1),   # mean over unmasked rows
+                            torch.log_softmax(scaled(z_E.reshape(-1, V).float()), -1), labels)
+    ce = LigerCrossEntropyLoss(reduction='none')(scaled(z.reshape(-1, V)), labels)   # -log p_y, 0 on ignored rows
     return beta * kl + (A.reshape(-1) * ce).sum() / n
 
 # %% ../nbs/90_bench.ipynb #e4f9552c
-def _rss_mb()->dict:
-    s = Path('/proc/self/status').read_text()
-    return {k: int(re.search(k + r':\s+(\d+)', s).group(1)) * 1024 for k in ('VmRSS', 'VmHWM')}
+def _rss_bytes()->dict:
+    status = Path('/proc/self/status').read_text()
+    return {k: int(re.search(k + r':\s+(\d+)', status).group(1)) * 1024 for k in ('VmRSS', 'VmHWM')}
 
 def _trim():
     try: ctypes.CDLL(None).malloc_trim(0)
@@ -46,24 +48,32 @@ def _trim():
 def peak_memory(step, device:torch.device)->float:
     "Bytes of peak memory `step()` adds to what is allocated before it (see above); NaN where it cannot be measured."
     if device.type == 'cuda':
-        torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        step(); torch.cuda.synchronize()
+        step()
+        torch.cuda.synchronize()
         return float(torch.cuda.max_memory_allocated() - base)
     try:
-        _trim(); Path('/proc/self/clear_refs').write_text('5')
-        base = _rss_mb()['VmRSS']
-    except OSError: step(); return float('nan')
+        _trim()
+        Path('/proc/self/clear_refs').write_text('5')
+        base = _rss_bytes()['VmRSS']
+    except OSError:
+        step()
+        return float('nan')
     step()
-    return float(_rss_mb()['VmHWM'] - base)
+    return float(_rss_bytes()['VmHWM'] - base)
 
 def time_step(prep, step, device:torch.device, repeats:int=5, warmup:int=1)->list[float]:
     "Seconds per call of `step(*prep())` (`prep` is not timed), after `warmup` calls."
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     ts = []
     for i in range(warmup + repeats):
-        args = prep(); sync()
-        t0 = time.perf_counter(); step(*args); sync()
+        args = prep()
+        sync()
+        t0 = time.perf_counter()
+        step(*args)
+        sync()
         if i >= warmup: ts.append(time.perf_counter() - t0)
         del args
     return ts
@@ -72,13 +82,14 @@ def measure(rec:dict, # the method's record: results go here
             prep, step, device:torch.device, repeats:int,
             unit:float, # bytes of one [N, V] fp32 tensor: `peak_mem_rel` is in these units
             grad)->torch.Tensor|None:
-    "Time `step(*prep())` and its peak memory into `rec`; return `grad(step's output)`. A failure (OOM, a missing peer library) is recorded in `rec['note']`, not raised."
+    """Time `step(*prep())` and its peak memory into `rec`; return `grad(step's output)`.
+    A failure (OOM, a missing peer library) is recorded in `rec['note']`, not raised."""
     try:
         ts = time_step(prep, step, device, repeats)
-        out, args = {}, prep()   # inputs (and the clone of what a method overwrites) are not counted
-        mem = peak_memory(lambda: out.update(x=step(*args)), device)
+        result, args = {}, prep()   # inputs (and the clone of what a method overwrites) are not counted
+        mem = peak_memory(lambda: result.update(x=step(*args)), device)
         del args
-        g = grad(out.pop('x'))
+        g = grad(result.pop('x'))
         rec.update(median_s=statistics.median(ts), min_s=min(ts), runs=json.dumps([round(t, 5) for t in ts]),
                    peak_mem_bytes=mem, peak_mem_rel=mem / unit, note='')
         return g
@@ -91,12 +102,13 @@ def measure(rec:dict, # the method's record: results go here
 
 def add_ratios(records:list[dict], grads:dict, ours:str):
     "Add `ours_speedup` (time ÷ the `ours` method's) and `grad_diff` (max |g − g_ours| / max |g_ours|) to every record."
-    t = next((r['median_s'] for r in records if r['method'] == ours), float('nan'))
+    t_ours = next((rec['median_s'] for rec in records if rec['method'] == ours), float('nan'))
     g_ref = grads.get(ours)
-    for r in records:
-        r['ours_speedup'] = r['median_s'] / t
-        g = grads.get(r['method'])
-        r['grad_diff'] = float('nan') if g is None or g_ref is None else ((g - g_ref).abs().max() / g_ref.abs().max()).item()
+    for rec in records:
+        rec['ours_speedup'] = rec['median_s'] / t_ours
+        g = grads.get(rec['method'])
+        rec['grad_diff'] = (float('nan') if g is None or g_ref is None
+                            else ((g - g_ref).abs().max() / g_ref.abs().max()).item())
 
 # %% ../nbs/90_bench.ipynb #ffa985fa
 _NOMINAL_TBS = {'H100 SXM': 3.35, 'H100 80GB HBM3': 3.35, 'H100 PCIe': 2.0, 'H100 NVL': 3.9, 'H200': 4.8,
@@ -112,8 +124,9 @@ def machine(device:torch.device)->str:
 
 def copy_bandwidth(device:torch.device, nbytes:int=2**31)->float:
     "Measured device-to-device copy bandwidth in bytes/s (read + write), median of 5."
-    x = torch.empty(nbytes // 2, dtype=torch.bfloat16, device=device); y = torch.empty_like(x)
-    ts = time_step(lambda: (), lambda: y.copy_(x), device, repeats=5)
+    src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device=device)
+    dst = torch.empty_like(src)
+    ts = time_step(lambda: (), lambda: dst.copy_(src), device, repeats=5)
     return 2 * nbytes / statistics.median(ts)
 
 _DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -143,9 +156,11 @@ def bench_kernel(device:str|None=None, # 'cpu' or 'cuda' (default: cuda if avail
     mask = torch.rand(N, device=device, generator=gen) > 0.1
     compiled = torch.compile(eager_hybrid_loss)
     fns = {'eager': eager_hybrid_loss, 'compile': compiled, 'liger': liger_hybrid_loss,
-           'ours': lambda *a: hybrid_loss(*a[:5], beta=beta, tau=tau)[0],
-           'ours_inplace': lambda *a: hybrid_loss(*a[:5], beta=beta, tau=tau, inplace=True)[0],
-           'ours_torch': lambda *a: hybrid_loss(*a[:5], beta=beta, tau=tau, backend='torch')[0]}
+           'ours': lambda *args: hybrid_loss(*args[:5], beta=beta, tau=tau, normalize='token')[0],
+           'ours_inplace': lambda *args: hybrid_loss(*args[:5], beta=beta, tau=tau, normalize='token',
+                                                     inplace=True)[0],
+           'ours_torch': lambda *args: hybrid_loss(*args[:5], beta=beta, tau=tau, normalize='token',
+                                                   backend='torch')[0]}
     overwrites = {'ours_inplace', 'liger'}          # these consume their input logits
     rows_chk, grads, records = slice(0, 64), {}, []
     for name in methods or _methods(device):
@@ -153,55 +168,95 @@ def bench_kernel(device:str|None=None, # 'cpu' or 'cuda' (default: cuda if avail
             zz = (z.clone() if name in overwrites else z).detach().requires_grad_()
             return zz, z_E, y, A, mask
         def step(zz, *rest):
-            fns[name](zz, *rest, beta, tau).backward() if name in ('eager', 'compile', 'liger') else fns[name](zz, *rest).backward()
+            if name in ('eager', 'compile', 'liger'): fns[name](zz, *rest, beta, tau).backward()
+            else: fns[name](zz, *rest).backward()
             return zz
         rec = dict(device=device.type, machine=machine(device), dtype=str(dt).split('.')[-1], N=N, V=V, method=name,
                    torch=torch.__version__)
         g = measure(rec, prep, step, device, repeats, N * V * 4, lambda zz: zz.grad[rows_chk].float())
         if g is not None: grads[name] = g
         records.append(rec)
-        if verbose: print(f"{name:13s} median {rec['median_s']*1e3:9.1f} ms  peak +{rec['peak_mem_rel']:.2f} x [N,V] fp32  {rec['note']}")
+        if verbose: print(f"{name:13s} median {rec['median_s']*1e3:9.1f} ms  "
+                          f"peak +{rec['peak_mem_rel']:.2f} x [N,V] fp32  {rec['note']}")
     add_ratios(records, grads, 'ours')
     if gpu:
         nbytes = N * V * 3 * z.element_size()
         bw = copy_bandwidth(device)
-        nominal = next((v for k, v in _NOMINAL_TBS.items() if k in machine(device)), float('nan')) * 1e12
-        for r in records:
-            r['bandwidth_TBs'] = nbytes / r['median_s'] / 1e12
-            r['roofline_copy_pct'] = 100 * nbytes / r['median_s'] / bw
-            r['roofline_nominal_pct'] = 100 * nbytes / r['median_s'] / nominal
-            r['copy_bw_TBs'] = bw / 1e12
+        nominal = next((tbs for model, tbs in _NOMINAL_TBS.items() if model in machine(device)), float('nan')) * 1e12
+        for rec in records:
+            rec['bandwidth_TBs'] = nbytes / rec['median_s'] / 1e12
+            rec['roofline_copy_pct'] = 100 * nbytes / rec['median_s'] / bw
+            rec['roofline_nominal_pct'] = 100 * nbytes / rec['median_s'] / nominal
+            rec['copy_bw_TBs'] = bw / 1e12
     return records
 
 # %% ../nbs/90_bench.ipynb #3a6297e4
 def report(records:list[dict], out:str|Path|None=None)->str:
     "A markdown table of `records` with the ratios to ours; with `out`, also write `out`.csv and `out`.png."
-    r0 = records[0]
-    lines = [f"{r0['machine']}, torch {r0['torch']}, {r0['dtype']}, N = {r0['N']:,}, V = {r0['V']:,}", '',
-             '| method | median (ms) | time ÷ ours | peak memory beyond inputs (× one [N, V] fp32) | max grad diff vs ours |' +
-             (' bandwidth (TB/s) | % of copy roofline |' if 'bandwidth_TBs' in r0 else ''),
-             '|---|---|---|---|---|' + ('---|---|' if 'bandwidth_TBs' in r0 else '')]
-    for r in records:
-        if r['note']: lines.append(f"| {r['method']} | {r['note']} | | | |" + (' | |' if 'bandwidth_TBs' in r0 else '')); continue
-        lines.append(f"| {r['method']} | {r['median_s']*1e3:.1f} | {r['ours_speedup']:.2f}× | {r['peak_mem_rel']:.2f} | {r['grad_diff']:.1e} |" +
-                     (f" {r['bandwidth_TBs']:.2f} | {r['roofline_copy_pct']:.0f}% |" if 'bandwidth_TBs' in r0 else ''))
+    rec0 = records[0]
+    rounds = f", median of {rec0['rounds']} rounds (range in brackets)" if 'rounds' in rec0 else ''
+    has_bw = 'bandwidth_TBs' in rec0   # the bandwidth columns of GPU runs
+    setup = f"{rec0['machine']}, torch {rec0['torch']}, {rec0['dtype']}, N = {rec0['N']:,}, V = {rec0['V']:,}{rounds}"
+    lines = [setup, '',
+             '| method | median (ms) | time ÷ ours | peak memory beyond inputs (× one [N, V] fp32) '
+             '| max grad diff vs ours |' + (' bandwidth (TB/s) | % of copy roofline |' if has_bw else ''),
+             '|---|---|---|---|---|' + ('---|---|' if has_bw else '')]
+    for rec in records:
+        if rec['note']:
+            lines.append(f"| {rec['method']} | {rec['note']} | | | |" + (' | |' if has_bw else ''))
+            continue
+        ratio = f"{rec['ours_speedup']:.2f}×"
+        if 'speedup_lo' in rec: ratio += f" ({rec['speedup_lo']:.2f}–{rec['speedup_hi']:.2f})"
+        lines.append(f"| {rec['method']} | {rec['median_s']*1e3:.1f} | {ratio} | {rec['peak_mem_rel']:.2f} "
+                     f"| {rec['grad_diff']:.1e} |"
+                     + (f" {rec['bandwidth_TBs']:.2f} | {rec['roofline_copy_pct']:.0f}% |" if has_bw else ''))
     table = '\n'.join(lines)
     if out is not None:
-        out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
-        keys = sorted({k for r in records for k in r})
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        keys = sorted({k for rec in records for k in rec})
         with open(out.with_suffix('.csv'), 'w', newline='') as f:
-            w = csv.DictWriter(f, keys); w.writeheader(); w.writerows(records)
-        import matplotlib; matplotlib.use('Agg')
+            w = csv.DictWriter(f, keys)
+            w.writeheader()
+            w.writerows(records)
+        import matplotlib
+        matplotlib.use('Agg')
         import matplotlib.pyplot as plt
-        ok = [r for r in records if not r['note']]
+        ok = [rec for rec in records if not rec['note']]
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
-        names = [r['method'] for r in ok]
-        ax[0].barh(names, [r['median_s'] * 1e3 for r in ok], color=['C1' if n.startswith('ours') else 'C0' for n in names])
-        ax[0].set_xlabel('median time per step (ms, log scale)'); ax[0].set_xscale('log'); ax[0].invert_yaxis()
-        ax[1].barh(names, [r['peak_mem_rel'] for r in ok], color=['C1' if n.startswith('ours') else 'C0' for n in names])
-        ax[1].set_xlabel('peak memory beyond inputs (× [N, V] fp32)'); ax[1].invert_yaxis()
-        fig.suptitle(lines[0], fontsize=9); fig.tight_layout(); fig.savefig(out.with_suffix('.png'), dpi=120); plt.close(fig)
+        names = [rec['method'] for rec in ok]
+        colors = ['C1' if name.startswith('ours') else 'C0' for name in names]
+        ax[0].barh(names, [rec['median_s'] * 1e3 for rec in ok], color=colors)
+        ax[0].set_xlabel('median time per step (ms, log scale)')
+        ax[0].set_xscale('log')
+        ax[0].invert_yaxis()
+        ax[1].barh(names, [rec['peak_mem_rel'] for rec in ok], color=colors)
+        ax[1].set_xlabel('peak memory beyond inputs (× [N, V] fp32)')
+        ax[1].invert_yaxis()
+        fig.suptitle(lines[0], fontsize=9)
+        fig.tight_layout()
+        fig.savefig(out.with_suffix('.png'), dpi=120)
+        plt.close(fig)
     return table
+
+def rounds_summary(records:list[dict])->list[dict]:
+    """One record per method from the records of several rounds (or read back from their CSV):
+    medians, and the ratio's range."""
+    num = lambda v: float(v) if v not in (None, '') else float('nan')
+    by = {}
+    for rec in records: by.setdefault(rec['method'], []).append(rec)
+    summaries = []
+    for rs in by.values():
+        summary, ok = dict(rs[0], rounds=len(rs)), [rec for rec in rs if not rec['note']]
+        if ok:
+            med = lambda k: statistics.median(num(rec[k]) for rec in ok)
+            ratios = [num(rec['ours_speedup']) for rec in ok]
+            summary.update(median_s=med('median_s'), ours_speedup=med('ours_speedup'), peak_mem_rel=med('peak_mem_rel'),
+                           grad_diff=max(num(rec['grad_diff']) for rec in ok), speedup_lo=min(ratios),
+                           speedup_hi=max(ratios), peak_mem_bytes=med('peak_mem_bytes'))
+        summaries.append(summary)
+    for summary in summaries: summary.update(N=int(num(summary['N'])), V=int(num(summary['V'])))
+    return summaries
 
 # %% ../nbs/90_bench.ipynb #e0f2d51b
 def _fl_methods(device): return ['unfused', 'fused'] if device.type == 'cpu' else ['unfused', 'liger_fljsd', 'fused']
@@ -214,25 +269,28 @@ def bench_fused_linear(device:str|None=None, # 'cpu' or 'cuda' (default: cuda if
                        repeats:int=3, methods:list|None=None, beta:float=1.0, tau:float=1.0,
                        chunk_size:int|None=None, # rows per chunk of the fused path (default: `default_chunk_size`)
                        seed:int=0, verbose:bool=True)->list[dict]:
-    "Time and peak memory of the unfused and the fused-linear hybrid loss (and Liger's fused-linear JSD on GPU), same inputs."
-    from hybrid_ilrl.fused_linear import fused_linear_hybrid_loss, default_chunk_size
+    """Time and peak memory of the unfused and the fused-linear hybrid loss (and Liger's fused-linear JSD on GPU),
+    same inputs."""
+    from hybrid_ilrl.ops.loss import Hidden
+    from hybrid_ilrl.ops.fused_head import default_chunk_size
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     gpu = device.type == 'cuda'
     N, d, V = N or 8192, d or (4096 if gpu else 512), V or (128256 if gpu else 32000)
     dt = _DTYPES[dtype or ('bf16' if gpu else 'fp32')]
     gen = torch.Generator(device=device).manual_seed(seed)
-    rnd = lambda *s, scale=1.0: (scale * torch.randn(*s, device=device, generator=gen)).to(dt)
+    rnd = lambda *shape, scale=1.0: (scale * torch.randn(*shape, device=device, generator=gen)).to(dt)
     h, W = rnd(N, d), rnd(V, d, scale=d ** -0.5)
     h_E, W_E = (h.float() + 0.3 * torch.randn(N, d, device=device, generator=gen)).to(dt), rnd(V, d, scale=d ** -0.5)
     y = torch.randint(0, V, (N,), device=device, generator=gen)
     A = torch.randn(N, device=device, generator=gen)
     mask = torch.rand(N, device=device, generator=gen) > 0.1
-    C = chunk_size or default_chunk_size(N, d, V)
+    C = chunk_size or default_chunk_size(N, V)
     def unfused(hh, WW):
         with torch.no_grad(): zE = h_E @ W_E.T
-        hybrid_loss(hh @ WW.T, zE, y, A, mask, beta=beta, tau=tau)[0].backward()
+        hybrid_loss(hh @ WW.T, zE, y, A, mask, beta=beta, tau=tau, normalize='token')[0].backward()
     def fused(hh, WW):
-        fused_linear_hybrid_loss(hh, WW, y, A, mask, beta=beta, tau=tau, h_E=h_E, W_E=W_E, chunk_size=C)[0].backward()
+        hybrid_loss(Hidden(hh, WW), Hidden(h_E, W_E), y, A, mask, beta=beta, tau=tau, normalize='token',
+                    chunk_size=C)[0].backward()
     def liger_fljsd(hh, WW):
         from liger_kernel.transformers import LigerFusedLinearJSD
         LigerFusedLinearJSD(jsd_beta=1.0, temperature=tau)(hh, WW, h_E, W_E, torch.where(mask, y, -100)).backward()
@@ -240,48 +298,69 @@ def bench_fused_linear(device:str|None=None, # 'cpu' or 'cuda' (default: cuda if
     grads, records = {}, []
     for name in methods or _fl_methods(device):
         prep = lambda: (h.detach().clone().requires_grad_(), W.detach().requires_grad_())
-        def step(hh, WW): fns[name](hh, WW); return hh
+        def step(hh, WW):
+            fns[name](hh, WW)
+            return hh
         rec = dict(device=device.type, machine=machine(device), dtype=str(dt).split('.')[-1], N=N, d=d, V=V, chunk=C,
                    method=name, torch=torch.__version__)
         # Liger's JSD has no policy-gradient term: its dh is not comparable
-        g = measure(rec, prep, step, device, repeats, N * V * 4, lambda hh: None if name == 'liger_fljsd' else hh.grad.float())
+        grad_h = lambda hh: None if name == 'liger_fljsd' else hh.grad.float()
+        g = measure(rec, prep, step, device, repeats, N * V * 4, grad_h)
         if g is not None: grads[name] = g
         records.append(rec)
-        if verbose: print(f"{name:12s} median {rec['median_s']*1e3:9.1f} ms  peak +{rec['peak_mem_bytes']/2**20:8.0f} MiB "
+        if verbose: print(f"{name:12s} median {rec['median_s']*1e3:9.1f} ms  "
+                          f"peak +{rec['peak_mem_bytes']/2**20:8.0f} MiB "
                           f"({rec['peak_mem_rel']:.2f} x [N,V] fp32)  {rec['note']}")
     add_ratios(records, grads, 'fused')
     return records
 
 # %% ../nbs/90_bench.ipynb #91b35587
 def main(argv:list|None=None):
-    "`python -m hybrid_ilrl.bench kernel [--device cpu|cuda] [--rows N] [--vocab V] [--dtype fp32|bf16|fp16] [--repeats R] [--methods a,b] [--threads T] [--out PATH]` or `python -m hybrid_ilrl.bench fused_linear [--rows N] [--hidden d] [--chunk C] ...`"
-    p = argparse.ArgumentParser(prog='python -m hybrid_ilrl.bench', description='Benchmarks of hybrid_ilrl.')
-    sub = p.add_subparsers(dest='what', required=True)
-    k = sub.add_parser('kernel', help='the fused hybrid kernel vs eager autograd, torch.compile (and Liger on GPU)')
-    f = sub.add_parser('fused_linear', help='the hybrid loss fused with the LM head vs the unfused path (and Liger fused-linear JSD on GPU)')
-    for s in (k, f):
-        s.add_argument('--device'); s.add_argument('--rows', type=int); s.add_argument('--vocab', type=int)
-        s.add_argument('--dtype', choices=['fp32', 'bf16', 'fp16'])
-        s.add_argument('--beta', type=float, default=1.0); s.add_argument('--tau', type=float, default=1.0)
-        s.add_argument('--threads', type=int, help='torch.set_num_threads (CPU)')
-    k.add_argument('--repeats', type=int, default=5)
-    k.add_argument('--methods', help='comma-separated subset of eager,compile,liger,ours,ours_inplace,ours_torch')
-    k.add_argument('--out', help='path stem for the CSV and PNG (default runs/bench_kernel_<device>)')
-    f.add_argument('--hidden', type=int, help='hidden size d (default 512 on CPU, 4096 on GPU)')
-    f.add_argument('--chunk', type=int, help='rows per chunk of the fused path')
-    f.add_argument('--repeats', type=int, default=3)
-    f.add_argument('--methods', help='comma-separated subset of unfused,fused,liger_fljsd')
-    f.add_argument('--out', help='path stem for the CSV and PNG (default runs/bench_fused_linear_<device>)')
-    a = p.parse_args(argv)
+    """`python -m hybrid_ilrl.bench kernel [--device cpu|cuda] [--rows N] [--vocab V] [--dtype fp32|bf16|fp16]
+    [--repeats R] [--methods a,b] [--threads T] [--rounds R] [--out PATH]`
+    or `python -m hybrid_ilrl.bench fused_linear [--rows N] [--hidden d] [--chunk C] ...`"""
+    parser = argparse.ArgumentParser(prog='python -m hybrid_ilrl.bench', description='Benchmarks of hybrid_ilrl.')
+    sub = parser.add_subparsers(dest='what', required=True)
+    kernel_cli = sub.add_parser('kernel',
+                                help='the fused hybrid kernel vs eager autograd, torch.compile (and Liger on GPU)')
+    fused_cli = sub.add_parser('fused_linear', help='the hybrid loss fused with the LM head vs the unfused path '
+                                                    '(and Liger fused-linear JSD on GPU)')
+    for cli in (kernel_cli, fused_cli):
+        cli.add_argument('--device')
+        cli.add_argument('--rows', type=int)
+        cli.add_argument('--vocab', type=int)
+        cli.add_argument('--dtype', choices=['fp32', 'bf16', 'fp16'])
+        cli.add_argument('--beta', type=float, default=1.0)
+        cli.add_argument('--tau', type=float, default=1.0)
+        cli.add_argument('--threads', type=int, help='torch.set_num_threads (CPU)')
+        cli.add_argument('--rounds', type=int, default=3, help='rounds; the table gives medians and the ratio range')
+    kernel_cli.add_argument('--repeats', type=int, default=5)
+    kernel_cli.add_argument('--methods',
+                            help='comma-separated subset of eager,compile,liger,ours,ours_inplace,ours_torch')
+    kernel_cli.add_argument('--out', help='path stem for the CSV and PNG (default runs/bench_kernel_<device>)')
+    fused_cli.add_argument('--hidden', type=int, help='hidden size d (default 512 on CPU, 4096 on GPU)')
+    fused_cli.add_argument('--chunk', type=int, help='rows per chunk of the fused path')
+    fused_cli.add_argument('--repeats', type=int, default=3)
+    fused_cli.add_argument('--methods', help='comma-separated subset of unfused,fused,liger_fljsd')
+    fused_cli.add_argument('--out', help='path stem for the CSV and PNG (default runs/bench_fused_linear_<device>)')
+    a = parser.parse_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
     methods = a.methods.split(',') if a.methods else None
-    if a.what == 'fused_linear':
-        recs = bench_fused_linear(a.device, a.rows, a.hidden, a.vocab, a.dtype, a.repeats, methods, a.beta, a.tau, a.chunk)
-    else:
-        recs = bench_kernel(a.device, a.rows, a.vocab, a.dtype, a.repeats, methods, a.beta, a.tau)
-    out = a.out or f"runs/bench_{a.what}_{recs[0]['device']}"
-    print(); print(report(recs, out)); print(f"\nwrote {out}.csv and {out}.png")
+    recs = []
+    for i in range(a.rounds):
+        if a.what == 'fused_linear':
+            rs = bench_fused_linear(a.device, a.rows, a.hidden, a.vocab, a.dtype, a.repeats, methods, a.beta, a.tau,
+                                    a.chunk)
+        else: rs = bench_kernel(a.device, a.rows, a.vocab, a.dtype, a.repeats, methods, a.beta, a.tau)
+        recs += [dict(rec, round=i) for rec in rs]
+    out = Path(a.out or f"runs/bench_{a.what}_{recs[0]['device']}")
+    print()
+    print(report(rounds_summary(recs), out))
+    with open(out.with_suffix('.csv'), 'w', newline='') as f:  # every round, for `rounds_summary`
+        w = csv.DictWriter(f, sorted({k for rec in recs for k in rec}))
+        w.writeheader()
+        w.writerows(recs)
+    print(f"\nwrote {out}.csv (every round) and {out}.png")
 
 # %% ../nbs/90_bench.ipynb #7ba3c6b1
-#| eval: false
-if __name__ == '__main__': main()
+if __name__ == "__main__" and "get_ipython" not in globals(): main()  # not when a notebook runs this cell

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['CONTENDERS', 'BenchSetup', 'wide_char_tokenizer', 'make_models', 'make_prompts', 'trl_missing', 'ours_trainer',
            'trl_trainer', 'num_threads', 'fixed_rollout', 'trl_inputs', 'ours_loss_grad', 'trl_loss_grad',
-           'same_batch_check', 'run_contender', 'run_isolated', 'bench_trl', 'check_same_work', 'summarize', 'report',
-           'main']
+           'same_batch_check', 'run_contender', 'run_isolated', 'bench_trl', 'check_same_work', 'summarize',
+           'load_records', 'report', 'main']
 
 # %% ../nbs/91_bench_trl.ipynb #d14c9aae
 import argparse, csv, json, statistics, subprocess, sys, tempfile, time, warnings
@@ -15,8 +15,9 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch
 from .rollout import char_tokenizer, tiny_llama, sample_rollout, response_logits, Rollout
-from .trainer import Trainer, Config, costs
-from .kernel import hybrid_loss
+from .config import Config
+from .trainer import Trainer
+from .ops.loss import hybrid_loss, token_stats
 from .bench import machine, peak_memory
 
 # %% ../nbs/91_bench_trl.ipynb #d72a9523
@@ -40,7 +41,8 @@ class BenchSetup:
 
     def __post_init__(self):
         if self.batch % self.group: raise ValueError(f"batch={self.batch} must be a multiple of group={self.group}")
-        if self.group < 2: raise ValueError(f"group={self.group}: the leave-one-out baseline needs at least 2 completions per prompt")
+        if self.group < 2:
+            raise ValueError(f"group={self.group}: the leave-one-out baseline needs at least 2 completions per prompt")
         for k in ("vocab", "hidden", "layers", "heads", "batch", "new_tokens", "prompt_len", "steps"):
             if getattr(self, k) < 1: raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
         if self.warmup < 0: raise ValueError(f"warmup must be >= 0, got {self.warmup}")
@@ -49,7 +51,8 @@ _BASE = "abcdefghijklmnopqrstuvwxyz0123456789 :=+-()<>,."
 _CJK, _MAX_V = 0x4E00, 4 + len(_BASE) + (0xD800 - 0x4E00)   # stop before the surrogates
 
 def wide_char_tokenizer(V:int): # vocabulary size, special tokens included
-    "`char_tokenizer` with exactly `V` tokens: the 4 specials, the base alphabet, then CJK ideographs (and the code points after them)."
+    """`char_tokenizer` with exactly `V` tokens: the 4 specials, the base alphabet, then CJK ideographs
+    (and the code points after them)."""
     n = V - 4 - len(_BASE)
     if n < 0 or V > _MAX_V: raise ValueError(f"vocab={V}: must be in {4 + len(_BASE)}..{_MAX_V}")
     tok = char_tokenizer(_BASE + "".join(chr(_CJK + i) for i in range(n)))
@@ -64,8 +67,9 @@ def make_models(s:BenchSetup):
 
 def make_prompts(s:BenchSetup)->list[str]:
     "`B / G` distinct prompts of `s.prompt_len` characters from the base alphabet."
-    a = _BASE[:36]
-    return ["".join(a[(7 * i + 13 * j + i * j) % len(a)] for j in range(s.prompt_len)) for i in range(s.batch // s.group)]
+    alphabet = _BASE[:36]
+    return ["".join(alphabet[(7 * i + 13 * j + i * j) % len(alphabet)] for j in range(s.prompt_len))
+            for i in range(s.batch // s.group)]
 
 # %% ../nbs/91_bench_trl.ipynb #c9f1c9d7
 def trl_missing()->str|None:
@@ -73,7 +77,8 @@ def trl_missing()->str|None:
     try:
         import trl
         from trl import DistillationTrainer, DistillationConfig
-    except ImportError as e: return f"trl >= 1.16 with DistillationTrainer is not installed ({e}); pip install 'trl>=1.16'"
+    except ImportError as e:
+        return f"trl >= 1.16 with DistillationTrainer is not installed ({e}); pip install 'trl>=1.16'"
     return None
 
 def ours_trainer(s:BenchSetup, tok, student, teacher, out_dir:str)->Trainer:
@@ -84,28 +89,30 @@ def ours_trainer(s:BenchSetup, tok, student, teacher, out_dir:str)->Trainer:
     return Trainer(student, teacher, tok, make_prompts(s), None, cfg)
 
 def trl_trainer(s:BenchSetup, tok, student, teacher, out_dir:str, grad_ckpt:bool=False):
-    "TRL's `DistillationTrainer` on setup `s` (reverse KL, on-policy, fp32), with a `step_times` list filled by a callback."
+    """TRL's `DistillationTrainer` on setup `s` (reverse KL, on-policy, fp32), with a `step_times` list filled
+    by a callback."""
     from datasets import Dataset
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
     from trl import DistillationTrainer, DistillationConfig
-    rows = [p for p in make_prompts(s) for _ in range(s.group)] * (s.warmup + s.steps + 1)
+    prompts = [prompt for prompt in make_prompts(s) for _ in range(s.group)] * (s.warmup + s.steps + 1)
     class StepTimer(TrainerCallback):
         def __init__(self): self.times, self.tokens = [], []
         def on_step_begin(self, args, state, control, **kw): self.t0 = time.perf_counter()
-        def on_step_end(self, args, state, control, **kw):
-            self.times.append(time.perf_counter() - self.t0)
-            self.tokens.append(trainer._metrics["train"]["completions/mean_length"][-1] * s.batch)
+        def on_step_end(self, args, state, control, **kw): self.times.append(time.perf_counter() - self.t0)
+        def on_log(self, args, state, control, logs=None, **kw):  # after the step: not in its time
+            if logs and "completions/mean_length" in logs: self.tokens.append(logs["completions/mean_length"] * s.batch)
     warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
-    args = DistillationConfig(output_dir=out_dir, per_device_train_batch_size=s.batch, gradient_accumulation_steps=1,
-                              max_steps=s.warmup + s.steps, learning_rate=s.lr, lr_scheduler_type="constant", warmup_steps=0,
-                              max_grad_norm=1.0, beta=1.0, temperature=s.tau, max_completion_length=s.new_tokens,
-                              gradient_checkpointing=grad_ckpt, bf16=False, use_cpu=True, shuffle_dataset=False, seed=s.seed,
-                              report_to="none", save_strategy="no", logging_steps=10**6, disable_tqdm=True,
-                              dataloader_num_workers=0)
+    cfg = DistillationConfig(output_dir=out_dir, per_device_train_batch_size=s.batch, gradient_accumulation_steps=1,
+                             max_steps=s.warmup + s.steps, learning_rate=s.lr, lr_scheduler_type="constant",
+                             warmup_steps=0, max_grad_norm=1.0, beta=1.0, temperature=s.tau,
+                             max_completion_length=s.new_tokens, gradient_checkpointing=grad_ckpt, bf16=False,
+                             use_cpu=True, shuffle_dataset=False, seed=s.seed, report_to="none", save_strategy="no",
+                             logging_steps=1, disable_tqdm=True, dataloader_num_workers=0)
     timer = StepTimer()
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args,
-                                  train_dataset=Dataset.from_dict({"prompt": rows}), processing_class=tok, callbacks=[timer])
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=cfg,
+                                  train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tok,
+                                  callbacks=[timer])
     trainer.remove_callback(PrinterCallback)   # no log lines on the console
     trainer.step_timer = timer
     return trainer
@@ -121,8 +128,8 @@ def num_threads(n:int): # torch threads inside the block (0: leave as is)
 
 def fixed_rollout(s:BenchSetup, tok, student)->Rollout:
     "One batch `r0` of `B` completions sampled from `student` with a fixed seed."
-    P = make_prompts(s)
-    return sample_rollout(student, tok, P, s.group, s.new_tokens, s.tau, seed=10**6 + s.seed, n_vocab=len(tok))
+    prompts = make_prompts(s)
+    return sample_rollout(student, tok, prompts, s.group, s.new_tokens, s.tau, seed=10**6 + s.seed, n_vocab=len(tok))
 
 def trl_inputs(r:Rollout)->dict:
     "The rollout `r` as the inputs of TRL's `compute_loss`."
@@ -131,13 +138,16 @@ def trl_inputs(r:Rollout)->dict:
             "completion_ids": r.response, "completion_mask": r.mask.long(), "num_items_in_batch": r.mask.sum()}
 
 def ours_loss_grad(tr:Trainer, r:Rollout)->float:
-    "Our work on rollout `r` after sampling: the teacher as the trainer scores it, then `estimator_grad`; the gradient is left in `.grad`. Returns the mean token KL."
+    """Our work on rollout `r` after sampling: the teacher as the trainer scores it, then `estimator_grad`;
+    the gradient is left in `.grad`. Returns the mean token KL."""
     st, A, _ = tr.estimator_grad(r, torch.zeros(len(r.response), dtype=torch.float64), tr.teacher_out(r))
     return float((st.k * r.mask).sum() / r.mask.sum())
 
 def trl_loss_grad(tr, inputs:dict)->float:
-    "TRL's work on `inputs` after generation: `compute_loss` (both backbones, chunked divergence), backward. Returns the loss."
-    tr.model.train(); tr.model.zero_grad(set_to_none=True)
+    """TRL's work on `inputs` after generation: `compute_loss` (both backbones, chunked divergence), backward.
+    Returns the loss."""
+    tr.model.train()
+    tr.model.zero_grad(set_to_none=True)
     with tr.compute_loss_context_manager(): loss = tr.compute_loss(tr.model, inputs)
     tr.accelerator.backward(loss)
     return float(loss.detach())
@@ -146,28 +156,33 @@ def trl_loss_grad(tr, inputs:dict)->float:
 def same_batch_check(s:BenchSetup, rtol:float=1e-4)->dict:
     "Score one batch with TRL and with ours, in this process; raise if the reverse KLs or the dense gradients differ."
     tok, student, teacher = make_models(s)
-    with tempfile.TemporaryDirectory() as d, num_threads(s.threads):
-        ours = ours_trainer(s, tok, student, teacher, d)
+    with tempfile.TemporaryDirectory() as tmp, num_threads(s.threads):
+        tr_ours = ours_trainer(s, tok, student, teacher, tmp)
         r = fixed_rollout(s, tok, student)
         z = response_logits(student, r, len(tok))
         with torch.no_grad(): z_E = response_logits(teacher, r, len(tok))
         student.zero_grad(set_to_none=True)
         loss_ours = hybrid_loss(z, z_E, r.response, 0.0, r.mask, beta=1.0, tau=s.tau, normalize="token")[0]
-        loss_ours.backward(); loss_ours = float(loss_ours.detach())
-        g_ours = {n: p.grad.clone() for n, p in student.named_parameters()}
-        kl_ours = ours_loss_grad(ours, r)        # the trainer's own statistics on the same batch
-        trl = trl_trainer(s, tok, student, teacher, d)
-        loss_trl = trl_loss_grad(trl, trl_inputs(r))
-        g_trl = {n: p.grad.clone() for n, p in trl.accelerator.unwrap_model(trl.model).named_parameters()}
+        loss_ours.backward()
+        loss_ours = float(loss_ours.detach())
+        g_ours = {name: param.grad.clone() for name, param in student.named_parameters()}
+        kl_ours = ours_loss_grad(tr_ours, r)        # the trainer's own statistics on the same batch
+        tr_trl = trl_trainer(s, tok, student, teacher, tmp)
+        loss_trl = trl_loss_grad(tr_trl, trl_inputs(r))
+        trl_student = tr_trl.accelerator.unwrap_model(tr_trl.model)
+        g_trl = {name: param.grad.clone() for name, param in trl_student.named_parameters()}
     if abs(loss_trl - kl_ours) > rtol * abs(kl_ours) or abs(loss_ours - kl_ours) > rtol * abs(kl_ours):
         raise AssertionError(f"reverse KL differs: TRL {loss_trl:.8g}, ours {kl_ours:.8g} (dense loss {loss_ours:.8g})")
     worst = 0.0
-    for n, g in g_ours.items():
-        if n not in g_trl or g_trl[n] is None: raise AssertionError(f"TRL left no gradient in {n}")
-        err = float((g_trl[n] - g).abs().max() / g.abs().max().clamp_min(1e-30))
-        if err > rtol: raise AssertionError(f"dense gradient of {n} differs from TRL's by {err:.2e} (relative to its largest entry)")
+    for name, g in g_ours.items():
+        if name not in g_trl or g_trl[name] is None: raise AssertionError(f"TRL left no gradient in {name}")
+        err = float((g_trl[name] - g).abs().max() / g.abs().max().clamp_min(1e-30))
+        if err > rtol:
+            raise AssertionError(f"dense gradient of {name} differs from TRL's by {err:.2e} "
+                                 "(relative to its largest entry)")
         worst = max(worst, err)
-    return dict(kl_trl=loss_trl, kl_ours=kl_ours, tokens=int(r.mask.sum()), sequences=len(r.response), max_grad_rel_diff=worst)
+    return dict(kl_trl=loss_trl, kl_ours=kl_ours, tokens=int(r.mask.sum()), sequences=len(r.response),
+                max_grad_rel_diff=worst)
 
 # %% ../nbs/91_bench_trl.ipynb #8977dee7
 CONTENDERS = ("ours", "trl", "trl_ckpt")
@@ -181,7 +196,8 @@ def run_contender(name:str, # 'ours', 'trl' or 'trl_ckpt' (TRL with gradient che
     with num_threads(s.threads): rec = _measure(name, s)
     trl_version = None
     if name != "ours":
-        import trl; trl_version = trl.__version__
+        import trl
+        trl_version = trl.__version__
     return dict(contender=name, torch=torch.__version__, transformers=transformers.__version__,
                 trl=trl_version, **{**asdict(s), "threads": rec.pop("threads")}, **rec)
 
@@ -189,20 +205,25 @@ def _measure(name:str, s:BenchSetup)->dict:
     cpu = torch.device("cpu")
     tok, student, teacher = make_models(s)
     r0 = fixed_rollout(s, tok, student)
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as tmp:
         if name == "ours":
-            tr = ours_trainer(s, tok, student, teacher, d)
+            tr = ours_trainer(s, tok, student, teacher, tmp)
             with torch.no_grad():
-                kl0 = costs(response_logits(student, r0, len(tok)), response_logits(teacher, r0, len(tok)), r0, s.tau)
-            kl0 = float((kl0.k * r0.mask).sum() / r0.mask.sum())
+                z, z_E = (response_logits(m, r0, len(tok)) for m in (student, teacher))
+                kl0 = token_stats(z, z_E, r0.response, r0.mask, tau=s.tau).k
+            kl0 = float((kl0 * r0.mask).sum() / r0.mask.sum())
             times, tokens = [], []
             def steps():
                 for i in range(s.warmup + s.steps):
-                    t0 = time.perf_counter(); st = tr.train_step(); dt = time.perf_counter() - t0
-                    if i >= s.warmup: times.append(dt); tokens.append(st["completion/length"] * s.batch)
+                    t0 = time.perf_counter()
+                    metrics = tr.train_step()
+                    elapsed = time.perf_counter() - t0
+                    if i >= s.warmup:
+                        times.append(elapsed)
+                        tokens.append(metrics["completion/length"] * s.batch)
             loss_grad = lambda: ours_loss_grad(tr, r0)
         else:
-            tr = trl_trainer(s, tok, student, teacher, d, grad_ckpt=name == "trl_ckpt")
+            tr = trl_trainer(s, tok, student, teacher, tmp, grad_ckpt=name == "trl_ckpt")
             inputs = trl_inputs(r0)
             tr.model.eval()
             with torch.no_grad(): kl0 = float(tr.compute_loss(tr.model, inputs))
@@ -213,112 +234,161 @@ def _measure(name:str, s:BenchSetup)->dict:
         lg_times = []
         def losses():
             for i in range(1 + s.steps):
-                t0 = time.perf_counter(); loss_grad(); dt = time.perf_counter() - t0
-                if i: lg_times.append(dt)
+                t0 = time.perf_counter()
+                loss_grad()
+                elapsed = time.perf_counter() - t0
+                if i: lg_times.append(elapsed)
         peak_loss = peak_memory(losses, cpu)
-    return dict(machine=machine(cpu), threads=torch.get_num_threads(), step_median_s=statistics.median(times), step_times_s=times, tokens_per_step=statistics.mean(tokens),
-                sequences_per_step=s.batch, peak_step_bytes=peak_step, loss_grad_median_s=statistics.median(lg_times),
+    return dict(machine=machine(cpu), threads=torch.get_num_threads(), step_median_s=statistics.median(times),
+                step_times_s=times, tokens_per_step=statistics.mean(tokens), sequences_per_step=s.batch,
+                peak_step_bytes=peak_step, loss_grad_median_s=statistics.median(lg_times),
                 peak_loss_grad_bytes=peak_loss, kl_r0=kl0, tokens_r0=int(r0.mask.sum()))
 
 def run_isolated(name:str, s:BenchSetup, timeout:float|None=None)->dict:
     "`run_contender(name, s)` in a fresh Python process (`python -m hybrid_ilrl.bench_trl --worker NAME`)."
-    with tempfile.TemporaryDirectory() as d:
-        out = Path(d) / "result.json"
-        cmd = [sys.executable, "-m", "hybrid_ilrl.bench_trl", "--worker", name, "--setup", json.dumps(asdict(s)), "--result", str(out)]
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        if p.returncode != 0 or not out.exists():
-            raise RuntimeError(f"contender {name!r} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "hybrid_ilrl.bench_trl", "--worker", name, "--setup", json.dumps(asdict(s)),
+               "--result", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0 or not out.exists():
+            raise RuntimeError(f"contender {name!r} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
         return json.loads(out.read_text())
 
-def bench_trl(s:BenchSetup|None=None, contenders:tuple=("ours", "trl"), rounds:int=1, isolate:bool=True, verbose:bool=True)->list[dict]:
+def bench_trl(s:BenchSetup|None=None, contenders:tuple=("ours", "trl"), rounds:int=1, isolate:bool=True,
+              verbose:bool=True)->list[dict]:
     "Measure every contender on setup `s`, `rounds` times in interleaved order; one record per contender and round."
     s = s or BenchSetup()
     recs = []
-    for k in range(rounds):
-        for name in (contenders if k % 2 == 0 else contenders[::-1]):
+    for i in range(rounds):
+        for name in (contenders if i % 2 == 0 else contenders[::-1]):
             rec = run_isolated(name, s) if isolate else run_contender(name, s)
-            rec["round"], rec["isolated"] = k, isolate
+            rec["round"], rec["isolated"] = i, isolate
             recs.append(rec)
-            if verbose: print(f"round {k} {name:9s} step {rec['step_median_s']:.3f} s, loss+grad {rec['loss_grad_median_s']:.3f} s, "
+            if verbose: print(f"round {i} {name:9s} step {rec['step_median_s']:.3f} s, "
+                              f"loss+grad {rec['loss_grad_median_s']:.3f} s, "
                               f"peak {rec['peak_step_bytes'] / 2**20:.0f} MB", flush=True)
     return recs
 
 # %% ../nbs/91_bench_trl.ipynb #51a45664
 def check_same_work(recs:list[dict], tol:float=0.02):
-    "Raise if the records did not sample the same number of sequences and (within `tol`) tokens, or disagree on the reverse KL of `r0`."
+    """Raise if the records did not sample the same number of sequences and (within `tol`) tokens,
+    or disagree on the reverse KL of `r0`."""
     ref = recs[0]
-    for r in recs[1:]:
-        if r["sequences_per_step"] != ref["sequences_per_step"]:
-            raise AssertionError(f"{r['contender']} sampled {r['sequences_per_step']} sequences per step, {ref['contender']} {ref['sequences_per_step']}")
-        if abs(r["tokens_per_step"] - ref["tokens_per_step"]) > tol * ref["tokens_per_step"]:
-            raise AssertionError(f"{r['contender']} sampled {r['tokens_per_step']:.1f} tokens per step, {ref['contender']} {ref['tokens_per_step']:.1f}")
-        if r["tokens_r0"] != ref["tokens_r0"] or abs(r["kl_r0"] - ref["kl_r0"]) > 1e-4 * abs(ref["kl_r0"]):
-            raise AssertionError(f"reverse KL on the same batch: {r['contender']} {r['kl_r0']:.8g}, {ref['contender']} {ref['kl_r0']:.8g}")
+    for rec in recs[1:]:
+        if rec["sequences_per_step"] != ref["sequences_per_step"]:
+            raise AssertionError(f"{rec['contender']} sampled {rec['sequences_per_step']} sequences per step, "
+                                 f"{ref['contender']} {ref['sequences_per_step']}")
+        if abs(rec["tokens_per_step"] - ref["tokens_per_step"]) > tol * ref["tokens_per_step"]:
+            raise AssertionError(f"{rec['contender']} sampled {rec['tokens_per_step']:.1f} tokens per step, "
+                                 f"{ref['contender']} {ref['tokens_per_step']:.1f}")
+        if rec["tokens_r0"] != ref["tokens_r0"] or abs(rec["kl_r0"] - ref["kl_r0"]) > 1e-4 * abs(ref["kl_r0"]):
+            raise AssertionError(f"reverse KL on the same batch: {rec['contender']} {rec['kl_r0']:.8g}, "
+                                 f"{ref['contender']} {ref['kl_r0']:.8g}")
 
 # %% ../nbs/91_bench_trl.ipynb #a4101a65
 def summarize(recs:list[dict])->list[dict]:
     "One row per contender: medians over its rounds, and ratios to ours."
-    names = list(dict.fromkeys(r["contender"] for r in recs))
-    med = lambda n, k: statistics.median(r[k] for r in recs if r["contender"] == n)
+    names = list(dict.fromkeys(rec["contender"] for rec in recs))
+    med = lambda name, k: statistics.median(rec[k] for rec in recs if rec["contender"] == name)
     keys = ("step_median_s", "loss_grad_median_s", "peak_step_bytes", "peak_loss_grad_bytes", "tokens_per_step")
-    rows = [dict(contender=n, rounds=sum(r["contender"] == n for r in recs), **{k: med(n, k) for k in keys}) for n in names]
-    base = next((r for r in rows if r["contender"] == "ours"), rows[0])
-    for r in rows:
-        for k in keys[:4]: r[k.replace("_median_s", "").replace("_bytes", "") + "_ratio"] = r[k] / base[k] if base[k] else float("nan")
+    rows = [dict(contender=name, rounds=sum(rec["contender"] == name for rec in recs),
+                 **{k: med(name, k) for k in keys}) for name in names]
+    base = next((row for row in rows if row["contender"] == "ours"), rows[0])
+    for row in rows:
+        for k in keys[:4]:
+            metric = k.replace("_median_s", "").replace("_bytes", "")
+            row[metric + "_ratio"] = row[k] / base[k] if base[k] else float("nan")
+        for k in keys[:2]:  # the spread: each round's ratio to ours in the same round
+            per = [rec[k] / ref[k] for rec in recs for ref in recs if rec["contender"] == row["contender"]
+                   and ref["contender"] == base["contender"] and rec.get("round") == ref.get("round") and ref[k]]
+            metric = k.replace("_median_s", "")
+            row[metric + "_ratio_lo"], row[metric + "_ratio_hi"] = (min(per), max(per)) if per else (float("nan"),) * 2
     return rows
 
+def load_records(path:str|Path)->list[dict]:
+    "The records of a `report` CSV (every round), numbers as numbers: to render a committed run again."
+    def parse(v):
+        try: return json.loads(v)
+        except (ValueError, TypeError): return v
+    with open(path, newline="") as f: return [{k: parse(v) for k, v in rec.items()} for rec in csv.DictReader(f)]
+
 def report(recs:list[dict], out:str|Path|None=None)->str:
-    "A markdown table of `recs` (setup line, then one row per contender); with `out`, also write `out`.csv (every record) and `out`_summary.csv."
-    r0, MB = recs[0], 2**20
-    head = (f"{r0['machine']}, torch {r0['torch']}, transformers {r0['transformers']}, trl {next((r['trl'] for r in recs if r['trl']), '-')}; "
-            f"V = {r0['vocab']:,}, hidden {r0['hidden']}, {r0['layers']} layers, B = {r0['batch']} sequences ({r0['group']} per prompt), "
-            f"T = {r0['new_tokens']} new tokens, prompt {r0['prompt_len']} tokens, fp32; median of {r0['steps']} steps after {r0['warmup']}, "
-            f"{max(r['round'] for r in recs) + 1 if 'round' in r0 else 1} round(s)")
+    """A markdown table of `recs` (setup line, then one row per contender); with `out`, also write `out`.csv
+    (every record) and `out`_summary.csv."""
+    rec0, MB = recs[0], 2**20
+    trl_version = next((rec['trl'] for rec in recs if rec['trl']), '-')
+    n_rounds = max(rec['round'] for rec in recs) + 1 if 'round' in rec0 else 1
+    head = (f"{rec0['machine']}, torch {rec0['torch']}, transformers {rec0['transformers']}, trl {trl_version}; "
+            f"V = {rec0['vocab']:,}, hidden {rec0['hidden']}, {rec0['layers']} layers, "
+            f"B = {rec0['batch']} sequences ({rec0['group']} per prompt), "
+            f"T = {rec0['new_tokens']} new tokens, prompt {rec0['prompt_len']} tokens, fp32; "
+            f"median of {rec0['steps']} steps after {rec0['warmup']}, {n_rounds} round(s)")
     lines = [head, "",
-             "| contender | step (s) | ÷ ours | loss + grad (s) | ÷ ours | peak memory, step (MB) | ÷ ours | peak memory, loss + grad (MB) | ÷ ours | tokens / step |",
+             "| contender | step (s) | ÷ ours (range over rounds) | loss + grad (s) | ÷ ours (range) "
+             "| peak memory, step (MB) | ÷ ours | peak memory, loss + grad (MB) | ÷ ours | tokens / step |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in summarize(recs):
-        lines.append(f"| {r['contender']} | {r['step_median_s']:.3f} | {r['step_ratio']:.2f}× | {r['loss_grad_median_s']:.3f} | {r['loss_grad_ratio']:.2f}× | "
-                     f"{r['peak_step_bytes'] / MB:.0f} | {r['peak_step_ratio']:.2f}× | {r['peak_loss_grad_bytes'] / MB:.0f} | {r['peak_loss_grad_ratio']:.2f}× | {r['tokens_per_step']:.0f} |")
+    for row in summarize(recs):
+        spread = lambda k: f"{row[k + '_ratio']:.2f}× ({row[k + '_ratio_lo']:.2f}–{row[k + '_ratio_hi']:.2f})"
+        lines.append(f"| {row['contender']} | {row['step_median_s']:.3f} | {spread('step')} "
+                     f"| {row['loss_grad_median_s']:.3f} | {spread('loss_grad')} | "
+                     f"{row['peak_step_bytes'] / MB:.0f} | {row['peak_step_ratio']:.2f}× "
+                     f"| {row['peak_loss_grad_bytes'] / MB:.0f} | {row['peak_loss_grad_ratio']:.2f}× "
+                     f"| {row['tokens_per_step']:.0f} |")
     table = "\n".join(lines)
     if out is not None:
-        out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
-        for path, rows in ((out.with_suffix(".csv"), recs), (out.parent / (out.name + "_summary.csv"), summarize(recs))):
-            keys = list(dict.fromkeys(k for r in rows for k in r))
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        summary_csv = out.parent / (out.name + "_summary.csv")
+        for path, rows in ((out.with_suffix(".csv"), recs), (summary_csv, summarize(recs))):
+            keys = list(dict.fromkeys(k for row in rows for k in row))
             with open(path, "w", newline="") as f:
-                w = csv.DictWriter(f, keys); w.writeheader()
-                w.writerows([{k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows])
+                w = csv.DictWriter(f, keys)
+                w.writeheader()
+                w.writerows([{k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()} for row in rows])
     return table
 
 # %% ../nbs/91_bench_trl.ipynb #8686f6fa
 def main(argv:list|None=None):
-    "`python -m hybrid_ilrl.bench_trl [--steps N] [--vocab V] [--hidden d] [--layers L] [--batch B] [--group G] [--new-tokens T] [--rounds R] [--contenders ours,trl] [--threads N] [--out PATH]`"
-    p = argparse.ArgumentParser(prog="python -m hybrid_ilrl.bench_trl",
-                                description="One distill training step of hybrid_ilrl's Trainer vs TRL's DistillationTrainer (reverse KL, on-policy), CPU.")
-    d = BenchSetup()
-    p.add_argument("--steps", type=int, default=d.steps, help="timed steps per contender")
-    p.add_argument("--warmup", type=int, default=d.warmup, help="untimed steps first")
-    p.add_argument("--vocab", type=int, default=d.vocab, help="vocabulary size V")
-    p.add_argument("--hidden", type=int, default=d.hidden); p.add_argument("--layers", type=int, default=d.layers)
-    p.add_argument("--batch", type=int, default=d.batch, help="sequences per step"); p.add_argument("--group", type=int, default=d.group, help="completions per prompt")
-    p.add_argument("--new-tokens", type=int, default=d.new_tokens, help="max_new_tokens"); p.add_argument("--prompt-len", type=int, default=d.prompt_len)
-    p.add_argument("--tau", type=float, default=d.tau, help="temperature")
-    p.add_argument("--threads", type=int, default=d.threads, help="torch.set_num_threads in each contender (0: torch's default)")
-    p.add_argument("--rounds", type=int, default=1, help="interleaved rounds (each contender once per round, in a fresh process)")
-    p.add_argument("--contenders", default="ours,trl", help=f"comma-separated subset of {','.join(CONTENDERS)}")
-    p.add_argument("--out", default="runs/bench_trl_cpu", help="path stem of the CSVs")
-    p.add_argument("--worker", help=argparse.SUPPRESS); p.add_argument("--setup", help=argparse.SUPPRESS); p.add_argument("--result", help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
+    """`python -m hybrid_ilrl.bench_trl [--steps N] [--vocab V] [--hidden d] [--layers L] [--batch B] [--group G]
+    [--new-tokens T] [--rounds R] [--contenders ours,trl] [--threads N] [--out PATH]`"""
+    parser = argparse.ArgumentParser(prog="python -m hybrid_ilrl.bench_trl",
+                                     description="One distill training step of hybrid_ilrl's Trainer vs TRL's "
+                                                 "DistillationTrainer (reverse KL, on-policy), CPU.")
+    defaults = BenchSetup()
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="timed steps per contender")
+    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed steps first")
+    parser.add_argument("--vocab", type=int, default=defaults.vocab, help="vocabulary size V")
+    parser.add_argument("--hidden", type=int, default=defaults.hidden)
+    parser.add_argument("--layers", type=int, default=defaults.layers)
+    parser.add_argument("--batch", type=int, default=defaults.batch, help="sequences per step")
+    parser.add_argument("--group", type=int, default=defaults.group, help="completions per prompt")
+    parser.add_argument("--new-tokens", type=int, default=defaults.new_tokens, help="max_new_tokens")
+    parser.add_argument("--prompt-len", type=int, default=defaults.prompt_len)
+    parser.add_argument("--tau", type=float, default=defaults.tau, help="temperature")
+    parser.add_argument("--threads", type=int, default=defaults.threads,
+                        help="torch.set_num_threads in each contender (0: torch's default)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="interleaved rounds (each contender once per round, in a fresh process)")
+    parser.add_argument("--contenders", default="ours,trl", help=f"comma-separated subset of {','.join(CONTENDERS)}")
+    parser.add_argument("--out", default="runs/bench_trl_cpu", help="path stem of the CSVs")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--setup", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    a = parser.parse_args(argv)
     if a.worker:   # one contender, in this process: what run_isolated starts
         rec = run_contender(a.worker, BenchSetup(**json.loads(a.setup)))
-        Path(a.result).write_text(json.dumps(rec)); return
+        Path(a.result).write_text(json.dumps(rec))
+        return
     if why := trl_missing(): sys.exit(f"cannot benchmark against TRL: {why}")
-    s = BenchSetup(vocab=a.vocab, hidden=a.hidden, layers=a.layers, batch=a.batch, group=a.group, new_tokens=a.new_tokens,
-                   prompt_len=a.prompt_len, tau=a.tau, steps=a.steps, warmup=a.warmup, threads=a.threads)
+    s = BenchSetup(vocab=a.vocab, hidden=a.hidden, layers=a.layers, batch=a.batch, group=a.group,
+                   new_tokens=a.new_tokens, prompt_len=a.prompt_len, tau=a.tau, steps=a.steps, warmup=a.warmup,
+                   threads=a.threads)
     recs = bench_trl(s, tuple(a.contenders.split(",")), a.rounds)
     check_same_work(recs)
-    print(); print(report(recs, a.out)); print(f"\nwrote {a.out}.csv and {a.out}_summary.csv")
+    print()
+    print(report(recs, a.out))
+    print(f"\nwrote {a.out}.csv and {a.out}_summary.csv")
 
 # %% ../nbs/91_bench_trl.ipynb #9d11ca70
-#| eval: false
-if __name__ == "__main__": main()
+if __name__ == "__main__" and "get_ipython" not in globals(): main()  # not when a notebook runs this cell

@@ -10,7 +10,8 @@ __all__ = ['toy_batch', 'enumerate_groups', 'expected_grad', 'exact_grad', 'cost
 import itertools
 from types import SimpleNamespace
 import torch
-from .objective import TabularLM, acc_dtype, enumerate_costs, exact_objective, token_cost, token_kl, token_logprob
+from .objective import (TabularLM, acc_dtype, enumerate_costs, exact_objective, token_cost, token_kl,
+                                   token_logprob)
 
 # %% ../nbs/01_decomposition.ipynb #94597864
 def toy_batch(student:TabularLM, teacher:TabularLM,
@@ -20,66 +21,74 @@ def toy_batch(student:TabularLM, teacher:TabularLM,
               group_size:int=1, # responses per prompt, on consecutive rows
               z:torch.Tensor|None=None, # student logits [B, T, V]; `student(x, y)` by default
              )->SimpleNamespace:
-    "A batch of the toy: logits `z`, `z_E`, `logp` (log π_θ(y_t|s_t)), `c`, `k` `[B, T]`, rewards `R` `[B]`, a full `mask`."
+    "A toy batch: logits `z`, `z_E`, `logp` (log π_θ(y_t|s_t)), `c`, `k` `[B, T]`, rewards `R` `[B]`, a full `mask`."
     z = student(x, y) if z is None else z
     z_E = teacher(x, y).detach()
-    return SimpleNamespace(x=x, y=y, z=z, z_E=z_E, logp=token_logprob(z, y), c=token_cost(z, z_E, y), k=token_kl(z, z_E),
-                           R=R[x, student.response_index(y)], mask=torch.ones_like(y, dtype=torch.bool), group_size=group_size)
+    return SimpleNamespace(x=x, y=y, z=z, z_E=z_E, logp=token_logprob(z, y), c=token_cost(z, z_E, y),
+                           k=token_kl(z, z_E), R=R[x, student.response_index(y)],
+                           mask=torch.ones_like(y, dtype=torch.bool), group_size=group_size)
 
 def enumerate_groups(student:TabularLM, teacher:TabularLM,
                      R:torch.Tensor, # reward table [P, V**T]
                      group_size:int=1, # responses per prompt in a group
                      w:torch.Tensor|None=None, # prompt weights [P], uniform by default
                     )->SimpleNamespace:
-    "Every group of `group_size` responses to every prompt as one batch (groups on consecutive rows), with each row's exact weight."
-    P, N = student.P, student.V ** student.T
-    if R.shape != (P, N): raise ValueError(f"reward table shape {tuple(R.shape)}, expected {(P, N)}")
-    if not isinstance(group_size, int) or group_size < 1: raise ValueError(f"group_size must be a positive int, got {group_size!r}")
+    "Every group of `group_size` responses to each prompt as one batch (groups on consecutive rows), exactly weighted."
+    P, n_y = student.P, student.V ** student.T
+    if R.shape != (P, n_y): raise ValueError(f"reward table shape {tuple(R.shape)}, expected {(P, n_y)}")
+    if not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"group_size must be a positive int, got {group_size!r}")
     w = torch.full((P,), 1 / P, dtype=R.dtype) if w is None else w
     if w.shape != (P,): raise ValueError(f"prompt weights shape {tuple(w.shape)}, expected {(P,)}")
     Y = student.all_responses()
-    tuples = torch.tensor(list(itertools.product(range(N), repeat=group_size)), dtype=torch.long)  # [N**G, G]
+    tuples = torch.tensor(list(itertools.product(range(n_y), repeat=group_size)), dtype=torch.long)  # [n_y**G, G]
     rid, xs, wts = [], [], []
     for x in range(P):
         pi = enumerate_costs(student, teacher, x)[0].detach().exp()
-        rid.append(tuples.reshape(-1)); xs.append(torch.full((tuples.numel(),), x, dtype=torch.long))
+        rid.append(tuples.reshape(-1))
+        xs.append(torch.full((tuples.numel(),), x, dtype=torch.long))
         wts.append((w[x] * pi[tuples].prod(-1) / group_size).repeat_interleave(group_size))
     x, rid = torch.cat(xs), torch.cat(rid)
-    b = toy_batch(student, teacher, R, x, Y[rid], group_size)
-    b.weight = torch.cat(wts)
-    return b
+    bt = toy_batch(student, teacher, R, x, Y[rid], group_size)
+    bt.weight = torch.cat(wts)
+    return bt
 
 def expected_grad(student:TabularLM, teacher:TabularLM, R:torch.Tensor,
                   surrogate, # batch (from `enumerate_groups`) -> per-response surrogate [B]
                   group_size:int=1, w:torch.Tensor|None=None)->torch.Tensor:
-    "Exact expectation of the estimator `∇ surrogate`, by enumerating every group of responses; shaped like `student.theta`."
-    b = enumerate_groups(student, teacher, R, group_size, w)
-    s = surrogate(b)
-    if s.shape != b.weight.shape: raise ValueError(f"surrogate must return one value per response, shape {tuple(b.weight.shape)}, got {tuple(s.shape)}")
-    return torch.autograd.grad((b.weight * s).sum(), student.theta)[0]
+    "Exact expectation of the estimator `∇ surrogate` over every group of responses; shaped like `student.theta`."
+    bt = enumerate_groups(student, teacher, R, group_size, w)
+    s = surrogate(bt)
+    if s.shape != bt.weight.shape:
+        raise ValueError(f"surrogate must return one value per response, shape {tuple(bt.weight.shape)}, "
+                         f"got {tuple(s.shape)}")
+    return torch.autograd.grad((bt.weight * s).sum(), student.theta)[0]
 
-def exact_grad(student:TabularLM, teacher:TabularLM, R:torch.Tensor, beta:float=1.0, lam:float=1.0, w:torch.Tensor|None=None)->torch.Tensor:
+def exact_grad(student:TabularLM, teacher:TabularLM, R:torch.Tensor, beta:float=1.0, lam:float=1.0,
+               w:torch.Tensor|None=None)->torch.Tensor:
     "The exact gradient `∇L(θ)`: autograd through `exact_objective`."
     return torch.autograd.grad(exact_objective(student, teacher, R, beta, lam, w), student.theta)[0]
 
 # %% ../nbs/01_decomposition.ipynb #c984ba80
-def _check_seq(name, t, shape=None):
-    if not torch.is_tensor(t): raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point(): raise TypeError(f"{name} must be floating point, got {t.dtype}")
-    if t.ndim != 2: raise ValueError(f"{name} must have shape [B, T], got {tuple(t.shape)}")
-    if shape is not None and tuple(t.shape) != tuple(shape):
-        raise ValueError(f"shape mismatch: {name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
-    if t.numel() == 0: raise ValueError(f"empty batch: {name} has shape {tuple(t.shape)}")
+def _check_seq(name, seq, shape=None):
+    if not torch.is_tensor(seq): raise TypeError(f"{name} must be a torch.Tensor, got {type(seq).__name__}")
+    if not seq.is_floating_point(): raise TypeError(f"{name} must be floating point, got {seq.dtype}")
+    if seq.ndim != 2: raise ValueError(f"{name} must have shape [B, T], got {tuple(seq.shape)}")
+    if shape is not None and tuple(seq.shape) != tuple(shape):
+        raise ValueError(f"shape mismatch: {name} has shape {tuple(seq.shape)}, expected {tuple(shape)}")
+    if seq.numel() == 0: raise ValueError(f"empty batch: {name} has shape {tuple(seq.shape)}")
 
 def _as_mask(mask, shape, device):
     if mask is None: return torch.ones(shape, dtype=torch.bool, device=device)
     if not torch.is_tensor(mask): raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
-    if tuple(mask.shape) != tuple(shape): raise ValueError(f"mask shape {tuple(mask.shape)} does not match the [B, T] inputs {tuple(shape)}")
-    if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all(): raise ValueError("mask must hold only 0/1 (or bool) values")
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match the [B, T] inputs {tuple(shape)}")
+    if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
+        raise ValueError("mask must hold only 0/1 (or bool) values")
     return mask.bool()
 
-def _check_finite(name, t, mask):
-    bad = ~torch.isfinite(t) & mask
+def _check_finite(name, seq, mask):
+    bad = ~torch.isfinite(seq) & mask
     if bad.any():
         idx = tuple(int(i) for i in bad.nonzero()[0])
         raise ValueError(f"{name} is NaN or infinite at response position {idx}")
@@ -89,7 +98,7 @@ def cost_to_go(c:torch.Tensor, # per-token costs [B, T]: sampled c_t, or token K
                mask:torch.Tensor|None=None, # [B, T] response positions; others are ignored and give 0
                inclusive:bool=False, # sum over t' >= t instead of t' > t
               )->torch.Tensor:
-    "Cost-to-go `Σ_{t'>t} c_{t'}` over response positions (strictly future unless `inclusive`), 0 outside `mask`, `[B, T]`."
+    "Cost-to-go `Σ_{t'>t} c_{t'}` over response positions (strictly future unless `inclusive`), 0 outside `mask`."
     _check_seq('c', c)
     mask = _as_mask(mask, c.shape, c.device)
     _check_finite('c', c, mask)
@@ -110,7 +119,9 @@ def returns(c:torch.Tensor, # per-token costs [B, T]: sampled c_t, or token KLs 
     ctg = cost_to_go(c, mask, inclusive)
     if not torch.is_tensor(R): raise TypeError(f"R must be a torch.Tensor, got {type(R).__name__}")
     if R.dtype == torch.bool or R.is_complex(): raise TypeError(f"R must be real numbers, got {R.dtype}")
-    if tuple(R.shape) != (c.shape[0],): raise ValueError(f"shape mismatch: R has shape {tuple(R.shape)}, expected one reward per response ({c.shape[0]},)")
+    if tuple(R.shape) != (c.shape[0],):
+        raise ValueError(f"shape mismatch: R has shape {tuple(R.shape)}, "
+                         f"expected one reward per response ({c.shape[0]},)")
     if not torch.isfinite(R).all(): raise ValueError("R contains NaN or inf")
     mask = _as_mask(mask, c.shape, c.device)
     return torch.where(mask, lam * R.to(ctg.dtype)[:, None] - beta * ctg, 0.).detach()
@@ -121,23 +132,26 @@ def advantages(G:torch.Tensor, # returns G_t [B, T]
                group_size:int=1, # responses per prompt, on consecutive rows
                baseline:str='loo', # 'loo' (leave-one-out, unbiased), 'mean' (biased by (n-1)/n), or 'none'
               )->torch.Tensor:
-    "Advantages `A_t = G_t − b(s_t)`, `b` the per-position mean return of the group's other responses alive at `t`; `[B, T]`, detached, 0 outside `mask`."
+    "`A_t = G_t − b(s_t)`, `b` the mean return of the group's other responses alive at `t`; detached, 0 outside `mask`."
     _check_seq('G', G)
     mask = _as_mask(mask, G.shape, G.device)
     _check_finite('G', G, mask)
-    if baseline not in ('loo', 'mean', 'none'): raise ValueError(f"baseline must be 'loo', 'mean' or 'none', got {baseline!r}")
+    if baseline not in ('loo', 'mean', 'none'):
+        raise ValueError(f"baseline must be 'loo', 'mean' or 'none', got {baseline!r}")
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise ValueError(f"group_size must be a positive int, got {group_size!r}")
     B, T = G.shape
     if B % group_size: raise ValueError(f"group_size={group_size} does not divide the batch size B={B}")
     G = torch.where(mask, G.detach(), 0.)
     if baseline == 'none': return G
-    if group_size < 2: raise ValueError(f"baseline={baseline!r} needs at least 2 responses per prompt, got group_size={group_size}")
-    g, m = G.view(-1, group_size, T), mask.view(-1, group_size, T).to(G.dtype)
-    S, n = g.sum(1, keepdim=True), m.sum(1, keepdim=True)  # per group and position: sum of alive returns, alive count
-    num, den = (S - g, n - m) if baseline == 'loo' else (S, n)
+    if group_size < 2:
+        raise ValueError(f"baseline={baseline!r} needs at least 2 responses per prompt, got group_size={group_size}")
+    G3, m3 = G.view(-1, group_size, T), mask.view(-1, group_size, T).to(G.dtype)
+    # per group and position: sum of alive returns, alive count
+    tot, n = G3.sum(1, keepdim=True), m3.sum(1, keepdim=True)
+    num, den = (tot - G3, n - m3) if baseline == 'loo' else (tot, n)
     b = num / den.clamp(min=1)  # 0 when no other response is alive at t (num is 0 then)
-    return torch.where(mask, (g - b).view(B, T), 0.)
+    return torch.where(mask, (G3 - b).view(B, T), 0.)
 
 # %% ../nbs/01_decomposition.ipynb #78358439
 def _reduce(s, reduction):
@@ -155,7 +169,8 @@ def pg_surrogate(logp_tok:torch.Tensor, # log π_θ(y_t|s_t) of the sampled toke
     _check_seq('logp_tok', logp_tok)
     _check_seq('A', A, logp_tok.shape)
     mask = _as_mask(mask, logp_tok.shape, logp_tok.device)
-    _check_finite('logp_tok', logp_tok.detach(), mask); _check_finite('A', A.detach(), mask)
+    _check_finite('logp_tok', logp_tok.detach(), mask)
+    _check_finite('A', A.detach(), mask)
     A = torch.where(mask, A.detach(), 0.)
     return _reduce(-torch.where(mask, logp_tok * A, 0.).sum(-1), reduction)
 
@@ -166,7 +181,7 @@ def hybrid_surrogate(logp_tok:torch.Tensor, # log π_θ(y_t|s_t) of the sampled 
                      beta:float=1.0, # KL weight
                      reduction:str='mean', # 'mean' over responses, 'sum', or 'none' ([B])
                     )->torch.Tensor:
-    "Dense + sparse surrogate `β Σ_t k_t − Σ_t log π_θ(y_t|s_t)·sg(A_t)` per response: its gradient is the hybrid estimator of `∇L`."
+    "Dense + sparse surrogate `β Σ_t k_t − Σ_t log π_θ(y_t|s_t)·sg(A_t)` per response: its gradient estimates `∇L`."
     pg = pg_surrogate(logp_tok, A, mask, 'none')
     if k is None:
         if beta != 0: raise ValueError(f"k (the token KLs) is needed when beta={beta} != 0")

@@ -16,18 +16,21 @@ def check_logits(z:torch.Tensor, # student logits [..., V]
                  z_E:torch.Tensor|None=None, # teacher logits, same shape
                 ):
     "Raise a clear error unless `z` (and `z_E`) are non-empty, floating point, of one shape, with no NaN or `+inf`."
-    for name, t in (('student', z), ('teacher', z_E)):
-        if t is None: continue
-        if not torch.is_tensor(t): raise TypeError(f"{name} logits must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point(): raise TypeError(f"{name} logits must be floating point, got {t.dtype}")
-        if t.ndim == 0: raise ValueError(f"{name} logits must have a vocabulary dimension, got a scalar")
-        if t.numel() == 0: raise ValueError(f"empty batch: {name} logits have shape {tuple(t.shape)}")
-        if torch.isnan(t).any(): raise ValueError(f"{name} logits contain NaN")
-        if (t == float('inf')).any(): raise ValueError(f"{name} logits contain +inf")
-        if (t == float('-inf')).all(-1).any(): raise ValueError(f"{name} logits have a row that is all -inf (no distribution)")
+    for name, logits in (('student', z), ('teacher', z_E)):
+        if logits is None: continue
+        if not torch.is_tensor(logits):
+            raise TypeError(f"{name} logits must be a torch.Tensor, got {type(logits).__name__}")
+        if not logits.is_floating_point(): raise TypeError(f"{name} logits must be floating point, got {logits.dtype}")
+        if logits.ndim == 0: raise ValueError(f"{name} logits must have a vocabulary dimension, got a scalar")
+        if logits.numel() == 0: raise ValueError(f"empty batch: {name} logits have shape {tuple(logits.shape)}")
+        if torch.isnan(logits).any(): raise ValueError(f"{name} logits contain NaN")
+        if (logits == float('inf')).any(): raise ValueError(f"{name} logits contain +inf")
+        if (logits == float('-inf')).all(-1).any():
+            raise ValueError(f"{name} logits have a row that is all -inf (no distribution)")
     if z_E is not None:
         if z.shape[-1] != z_E.shape[-1]:
-            raise ValueError(f"vocabulary mismatch: student logits have V={z.shape[-1]}, teacher logits have V={z_E.shape[-1]}")
+            raise ValueError(f"vocabulary mismatch: student logits have V={z.shape[-1]}, "
+                             f"teacher logits have V={z_E.shape[-1]}")
         if z.shape != z_E.shape:
             raise ValueError(f"shape mismatch: student logits {tuple(z.shape)} vs teacher logits {tuple(z_E.shape)}")
 
@@ -38,7 +41,8 @@ def check_tokens(y:torch.Tensor, # sampled tokens [...]
     "Raise unless `y` holds integer tokens in `[0, V)` with shape `z.shape[:-1]`."
     if y.dtype.is_floating_point or y.dtype == torch.bool: raise TypeError(f"tokens must be integers, got {y.dtype}")
     if tuple(y.shape) != tuple(z.shape[:-1]):
-        raise ValueError(f"token shape {tuple(y.shape)} does not match logits {tuple(z.shape)} (expected {tuple(z.shape[:-1])})")
+        raise ValueError(f"token shape {tuple(y.shape)} does not match logits {tuple(z.shape)} "
+                         f"(expected {tuple(z.shape[:-1])})")
     V = z.shape[-1]
     if y.numel() and (y.min() < 0 or y.max() >= V):
         raise ValueError(f"tokens out of range: got values in [{int(y.min())}, {int(y.max())}], vocabulary size V={V}")
@@ -49,7 +53,8 @@ def check_mask(mask:torch.Tensor|None, # 1/True where the position counts
     "Validate `mask` against `z.shape[:-1]`, return it as bool (all True when `None`)."
     if mask is None: return torch.ones(z.shape[:-1], dtype=torch.bool, device=z.device)
     if tuple(mask.shape) != tuple(z.shape[:-1]):
-        raise ValueError(f"mask shape {tuple(mask.shape)} does not match logits {tuple(z.shape)} (expected {tuple(z.shape[:-1])})")
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match logits {tuple(z.shape)} "
+                         f"(expected {tuple(z.shape[:-1])})")
     return mask.bool()
 
 # %% ../nbs/00_objective.ipynb #d3511281
@@ -66,7 +71,8 @@ def _raise_if_inf(k, mask, what):
     bad = torch.isinf(k) & mask
     if bad.any():
         idx = tuple(int(i) for i in bad.nonzero()[0])
-        raise ValueError(f"infinite KL: the teacher gives zero probability to a token the student can sample ({what} at position {idx}); "
+        raise ValueError(f"infinite KL: the teacher gives zero probability to a token the student can sample "
+                         f"({what} at position {idx}); "
                          "mask that token in the student too, or pass allow_inf=True to get inf")
 
 # %% ../nbs/00_objective.ipynb #c905c2c7
@@ -91,7 +97,8 @@ def token_logprob(z:torch.Tensor, # logits [..., V]
                   y:torch.Tensor, # tokens [...]
                   tau:float=1.0)->torch.Tensor:
     "`log softmax(z/tau)[y]` at every position."
-    check_logits(z); check_tokens(y, z)
+    check_logits(z)
+    check_tokens(y, z)
     return log_probs(z, tau).gather(-1, y.long().unsqueeze(-1)).squeeze(-1)
 
 def token_cost(z:torch.Tensor, # student logits [..., V]
@@ -116,7 +123,8 @@ def sequence_kl(z:torch.Tensor, # student logits [B, T, V]
 # %% ../nbs/00_objective.ipynb #90a62ef0
 class TabularLM(nn.Module):
     "Autoregressive policy with one logit vector per (prompt, prefix): small enough to enumerate every response."
-    def __init__(self, n_prompts:int, V:int, T:int, scale:float=1.0, generator:torch.Generator|None=None, dtype=torch.float64):
+    def __init__(self, n_prompts:int, V:int, T:int, scale:float=1.0, generator:torch.Generator|None=None,
+                 dtype=torch.float64):
         super().__init__()
         self.P, self.V, self.T = n_prompts, V, T
         self.offsets = [sum(V**i for i in range(t)) for t in range(T + 1)]  # first prefix index of each length
@@ -145,7 +153,8 @@ class TabularLM(nn.Module):
 
     def all_responses(self)->torch.Tensor:
         "Every response, `[V**T, T]`, in the order of `response_index`."
-        return torch.tensor(list(itertools.product(range(self.V), repeat=self.T)), dtype=torch.long, device=self.theta.device)
+        return torch.tensor(list(itertools.product(range(self.V), repeat=self.T)), dtype=torch.long,
+                            device=self.theta.device)
 
     def response_index(self, y:torch.Tensor)->torch.Tensor:
         "Position of each response `y` [B, T] in `all_responses()`."
@@ -153,7 +162,7 @@ class TabularLM(nn.Module):
 
 # %% ../nbs/00_objective.ipynb #b92dad39
 def enumerate_costs(student:TabularLM, teacher:TabularLM, x:int):
-    "For prompt `x`: every response's log-probability under the student `[V**T]`, its costs `c_t` and token KLs `k_t` `[V**T, T]`."
+    "For prompt `x`: each response's student log-probability `[V**T]`, its costs `c_t` and token KLs `k_t` `[V**T, T]`."
     Y = student.all_responses()
     xs = torch.full((len(Y),), x, dtype=torch.long, device=Y.device)
     z, z_E = student(xs, Y), teacher(xs, Y).detach()

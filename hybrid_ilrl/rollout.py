@@ -17,7 +17,7 @@ def char_tokenizer(alphabet:str="abcdefghijklmnopqrstuvwxyz0123456789 :=+-()<>,.
     "A character-level `transformers` tokenizer with `<pad>`, `<s>`, `</s>`, `<unk>`, left padding."
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders, Regex
     special = ["<pad>", "<s>", "</s>", "<unk>"]
-    vocab = {t: i for i, t in enumerate(special + sorted(set(alphabet)))}
+    vocab = {ch: i for i, ch in enumerate(special + sorted(set(alphabet)))}
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
     tk.decoder = decoders.Fuse()
@@ -34,16 +34,17 @@ def tiny_llama(tokenizer, # its vocabulary sets the model's
     cfg = LlamaConfig(vocab_size=len(tokenizer) + vocab_pad, hidden_size=hidden, intermediate_size=2 * hidden,
                       num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
                       max_position_embeddings=max_len, pad_token_id=tokenizer.pad_token_id,
-                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                      tie_word_embeddings=False)
     return LlamaForCausalLM(cfg)
 
 # %% ../nbs/04_rollout.ipynb #5d71eb9e
 def shared_vocab(student, teacher, tokenizer)->int:
     "The vocabulary size both models are scored on: `len(tokenizer)`, after checking both cover it."
     n = len(tokenizer)
-    for name, m in (("student", student), ("teacher", teacher)):
-        if m is None: continue
-        V = m.get_output_embeddings().weight.shape[0]
+    for name, model in (("student", student), ("teacher", teacher)):
+        if model is None: continue
+        V = model.get_output_embeddings().weight.shape[0]
         if V < n:
             raise ValueError(f"vocabulary mismatch: the {name} has {V} output rows but the tokenizer has {n} tokens; "
                              f"student and teacher must share one tokenizer")
@@ -62,7 +63,7 @@ class GumbelSampler(LogitsProcessor):
         z = scores.float() / self.tau
         if self.n_vocab is not None: z[:, self.n_vocab:] = float('-inf')
         if self.keep: self.logits.append(z.clone())
-        u = torch.stack([torch.rand(z.shape[-1], generator=g) for g in self.gens]).to(z.device)
+        u = torch.stack([torch.rand(z.shape[-1], generator=gen) for gen in self.gens]).to(z.device)
         return z - torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-7)))
 
 # %% ../nbs/04_rollout.ipynb #669b744b
@@ -96,28 +97,32 @@ def sample_rollout(model, tokenizer, prompts:list[str],
                    max_prompt_len:int|None=None, # longer prompts are an error (no silent truncation)
                    n_vocab:int|None=None, # sample only token ids below this (padded vocabularies)
                    keep_logits:bool=False)->Rollout:
-    "Sample `group_size` completions for each prompt with `model.generate` (KV cache) and Gumbel-max temperature sampling."
+    "Sample `group_size` completions per prompt with `model.generate` (KV cache) and Gumbel-max temperature sampling."
     if len(prompts) == 0: raise ValueError("empty prompt list: nothing to sample")
     if group_size < 1: raise ValueError(f"group_size must be >= 1, got {group_size}")
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left")
     if max_prompt_len is not None and enc.input_ids.shape[1] > max_prompt_len:
         lens = enc.attention_mask.sum(-1)
         i = int(lens.argmax())
-        raise ValueError(f"prompt {i} is {int(lens[i])} tokens, longer than max_prompt_len={max_prompt_len}: {prompts[i][:80]!r}")
+        raise ValueError(f"prompt {i} is {int(lens[i])} tokens, longer than max_prompt_len={max_prompt_len}: "
+                         f"{prompts[i][:80]!r}")
     dev = next(model.parameters()).device
-    ids, att = enc.input_ids.repeat_interleave(group_size, 0).to(dev), enc.attention_mask.repeat_interleave(group_size, 0).to(dev)
+    ids = enc.input_ids.repeat_interleave(group_size, 0).to(dev)
+    att = enc.attention_mask.repeat_interleave(group_size, 0).to(dev)
     n = n_vocab or len(tokenizer)
     sampler = GumbelSampler([seed + i for i in range(len(ids))], tau, n, keep_logits)
     gc = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                           eos_token_id=tokenizer.eos_token_id, use_cache=True)
-    was_training = model.training; model.eval()
-    out = model.generate(input_ids=ids, attention_mask=att, generation_config=gc, logits_processor=LogitsProcessorList([sampler]))
+    was_training = model.training
+    model.eval()
+    out = model.generate(input_ids=ids, attention_mask=att, generation_config=gc,
+                         logits_processor=LogitsProcessorList([sampler]))
     model.train(was_training)
     response = out[:, ids.shape[1]:]
     mask = response_mask(response, tokenizer.eos_token_id)
     response = response.masked_fill(~mask, tokenizer.pad_token_id)
     r = Rollout(torch.cat([ids, response], 1), torch.cat([att, mask.long()], 1), response, mask,
-                [p for p in prompts for _ in range(group_size)],
+                [prompt for prompt in prompts for _ in range(group_size)],
                 tokenizer.batch_decode(response, skip_special_tokens=True),
                 torch.arange(len(prompts), device=dev).repeat_interleave(group_size))
     if keep_logits: r.sampling_logits = torch.stack(sampler.logits, 1)
@@ -147,11 +152,13 @@ def score_rewards(reward_fns:list, # each f(prompts, completions, **columns) -> 
         except Exception as e: raise RuntimeError(f"reward function {name!r} raised {type(e).__name__}: {e}") from e
         vals = torch.as_tensor([float('nan') if v is None else v for v in vals], dtype=torch.float64)
         if vals.shape != (len(completions),):
-            raise ValueError(f"reward function {name!r} returned {vals.numel()} values for {len(completions)} completions")
+            raise ValueError(f"reward function {name!r} returned {vals.numel()} values "
+                             f"for {len(completions)} completions")
         bad = ~torch.isfinite(vals)
         if bad.any():
             i = int(bad.nonzero()[0])
-            raise ValueError(f"reward function {name!r} returned {vals[i].item()} for sample {i}: prompt {prompts[i]!r}, completion {completions[i]!r}")
+            raise ValueError(f"reward function {name!r} returned {vals[i].item()} for sample {i}: "
+                             f"prompt {prompts[i]!r}, completion {completions[i]!r}")
         parts[name] = vals
         total += w * vals
     return total, parts

@@ -2,7 +2,9 @@ import json, math, os, subprocess, sys, shutil
 from pathlib import Path
 import pytest, torch, yaml
 from hybrid_ilrl.rollout import char_tokenizer, tiny_llama
-from hybrid_ilrl.trainer import Config, Trainer, MODES, main
+from hybrid_ilrl.config import Config, MODES
+from hybrid_ilrl.trainer import Trainer
+from hybrid_ilrl.cli import main
 
 TOK = char_tokenizer()
 PROMPTS = [{"prompt": f"copy: {w} =", "answer": w} for w in ["abc", "xyz", "hello", "tree", "blue", "moon"]]
@@ -17,7 +19,7 @@ def make(tmp_path, mode="hybrid", reward_fns=(first_letter,), prompts=PROMPTS, t
     t = tiny_llama(TOK, hidden=48, seed=1) if teacher and mode != "rl" else None
     return Trainer(tiny_llama(TOK, seed=0), t, TOK, list(prompts), list(reward_fns), Config(**cfg))
 
-def flat(t): return torch.cat([p.detach().flatten() for p in t.acc.unwrap_model(t.student).parameters()])
+def flat(t): return torch.cat([p.detach().flatten() for p in t.model.parameters()])
 
 @pytest.mark.parametrize("mode", MODES)
 def test_every_mode_trains(tmp_path, mode):
@@ -90,3 +92,20 @@ def test_config_file_and_cli(tmp_path):
     assert (d / "run" / "checkpoint-2").is_dir()
     (d / "bad.yaml").write_text(yaml.safe_dump({**cfg, "betta": 1.0}))
     with pytest.raises(ValueError, match="unknown config keys"): Config.load(d / "bad.yaml")
+
+
+def test_trainer_fused_head_matches_logits_path(tmp_path):
+    "Two training steps with `fused_head` on and off end at the same parameters (tolerance 1e-5)."
+    tok = TOK
+    prompts = [{"prompt": f"copy: {w} =", "answer": w} for w in ["abc", "xyz", "hello", "tree"]]
+    def reward(prompts, completions, answer, **kw):
+        return [float(c.strip()[:1] == a[:1]) + 0.1 * len(c) for c, a in zip(completions, answer)]
+    def run(fused):
+        cfg = Config(mode="hybrid", steps=2, prompts_per_step=2, group_size=2, max_new_tokens=4, lr=1e-3,
+                     grad_split=False, fused_head=fused, output_dir=str(tmp_path / f"run{int(fused)}"), progress=False,
+                     tensorboard=False)
+        student = tiny_llama(tok, seed=0, vocab_pad=3)
+        assert type(student.get_output_embeddings()) is torch.nn.Linear     # a plain head: the fused path runs
+        Trainer(student, tiny_llama(tok, hidden=48, seed=1), tok, prompts, [reward], cfg).train()
+        return torch.cat([p.detach().flatten() for p in student.parameters()])
+    torch.testing.assert_close(run(True), run(False), rtol=1e-5, atol=1e-5)

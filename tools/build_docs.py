@@ -1,27 +1,33 @@
 #!/usr/bin/env python
 """Build the docs site from the notebooks: `python tools/build_docs.py` writes a static site to docs/site/.
 
+It is also the notebook test: `--strict` runs every notebook once, as `nbdev_test` does, and fails on the first cell
+that raises in each (notebook, cell and traceback printed), so scripts/test.sh runs each notebook only here.
+
 Serve it with `python -m http.server -d docs/site` and open http://127.0.0.1:8000 (it also opens from disk).
 
 nbdev renders docs with Quarto (nbs/_quarto.yml), which can't be installed everywhere; this builds the same pages
 from registry packages only, with no network at view time:
 1. nbdev's own notebook processors (frontmatter, `show_doc` for every exported name, `#| hide`, `#| export`, ...)
-   and execnb's CaptureShell run each notebook in a fresh process, as `nbdev_test` does: cells flagged with
-   settings.ini's `tst_flags` (`#| slow`, `#| cuda`) or `#| eval: false` are shown but not run (their saved
-   outputs, if any, are kept). Plots become PNG files.
+   and execnb's CaptureShell run each notebook in a fresh process, as `nbdev_test` does (in the notebook's folder,
+   with IN_TEST=1): cells flagged with settings.ini's `tst_flags` (`#| slow`, `#| cuda`) or `#| eval: false` are
+   shown but not run (their saved outputs, if any, are kept). Plots become PNG files. The slowest notebooks of the
+   last build start first.
 2. The result is written as markdown under docs/_md/ and rendered by MkDocs with the Material theme
    (docs/mkdocs.yml). Why MkDocs + Material: pure PyPI, builds a handful of pages in seconds, ships client-side
    (offline) search, a page navigation in the order we give, previous/next links, and a plugin that makes the
    site work from file://; Material is the most used and actively released MkDocs theme.
-3. Math is typeset in the browser by MathJax 3 from the npm package `mathjax` (pinned and checksummed, downloaded once
-   from the npm registry into docs/.cache/; npm itself is not needed) and served from the site itself: no CDN. So is `iframe-worker`, the small shim
-   that Material's offline plugin would otherwise load from a CDN. The pages load nothing from the network.
+3. Math is typeset in the browser by MathJax 3 from the npm package `mathjax` (pinned and checksummed, fetched once
+   by name with `npm pack` into docs/.cache/, so npm's configured registry, mirror or proxy applies) and served from
+   the site itself: no CDN. So is `iframe-worker`, the small shim that Material's offline plugin would otherwise load
+   from a CDN. The pages load nothing from the network.
 
 A notebook that fails (half-written, a cell that raises) still gets its page, with the error shown, and a warning
-here; `--strict` turns those warnings into a failure.
+here; `--strict` stops that notebook at its failing cell, as nbdev_test does, and turns the warnings into a failure.
 """
 from __future__ import annotations
-import argparse, base64, configparser, hashlib, html, json, logging, os, re, shutil, subprocess, sys, tarfile, time, warnings
+import argparse, base64, configparser, hashlib, html, json, logging, os, re, shutil, subprocess, sys, tarfile, time
+import warnings
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path, PurePosixPath
@@ -39,14 +45,14 @@ def settings() -> dict:
 # ---------------------------------------------------------------- notebooks and page names
 
 def find_notebooks(nbs: Path) -> list[Path]:
-    "Notebooks under `nbs` in reading order: `index.ipynb` first, then by path (numbered names); `_`/`.` names skipped, as nbdev does."
+    "Notebooks under `nbs` in reading order: `index.ipynb` first, then by path; `_`/`.` names skipped, as nbdev does."
     found = [p for p in nbs.rglob("*.ipynb")
              if not any(part.startswith(("_", ".")) for part in p.relative_to(nbs).parts)]
     return sorted(found, key=lambda p: (p.relative_to(nbs).as_posix() != "index.ipynb", p.relative_to(nbs).as_posix()))
 
 
 def page_for(rel: PurePosixPath) -> PurePosixPath:
-    "`00_objective.ipynb` -> `objective.md` (built as `objective.html`, the name nbdev's Quarto site and doc links use)."
+    "`00_objective.ipynb` -> `objective.md` (built as `objective.html`, the name nbdev's Quarto site and links use)."
     return rel.with_name(re.sub(r"^\d+[a-zA-Z0-9]*_", "", rel.name.lower())).with_suffix(".md")
 
 
@@ -55,7 +61,8 @@ def input_digest(nbs: Path = ROOT / "nbs") -> str:
     s = settings()
     files = sorted(p for p in nbs.rglob("*") if not any(x.startswith(("_", ".")) for x in p.relative_to(nbs).parts))
     files += sorted((ROOT / "docs").glob("mkdocs.yml")) + sorted((ROOT / "docs/assets").rglob("*"))
-    files += [ROOT / "settings.ini", Path(__file__).resolve()] + sorted((ROOT / s.get("lib_path", "hybrid_ilrl")).rglob("*.py"))
+    files += [ROOT / "settings.ini", Path(__file__).resolve()]
+    files += sorted((ROOT / s.get("lib_path", "hybrid_ilrl")).rglob("*.py"))
     h = hashlib.sha256()
     for f in files:
         if f.is_file(): h.update(f.as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
@@ -92,7 +99,8 @@ def _split_fences(src: str):
         elif fence is not None:
             buf.append(line)
             if line.strip().startswith(fence[0] * len(fence)) and set(line.strip()) == {fence[0]}:
-                out.append((True, "\n".join(buf))); buf, fence = [], None
+                out.append((True, "\n".join(buf)))
+                buf, fence = [], None
         else: buf.append(line)
     if buf: out.append((fence is not None, "\n".join(buf)))
     return out
@@ -108,15 +116,21 @@ def normalize_md(src: str) -> str:
             out.append(" " * delta + line if delta > 0 else line[min(-delta, len(line) - len(line.lstrip())):])
             s = line.strip()
             if s.startswith(fence[0] * len(fence)) and set(s) == {fence[0]}: fence, closed = None, True
-            prev_blank = False; continue
+            prev_blank = False
+            continue
         if not line.strip():
-            out.append(line); prev_blank, closed = True, False; continue
-        if closed: out.append(""); prev_blank, closed = True, False  # text right after a code fence: a new paragraph
+            out.append(line)
+            prev_blank, closed = True, False
+            continue
+        if closed:  # text right after a code fence: a new paragraph
+            out.append("")
+            prev_blank, closed = True, False
         indent = len(line) - len(line.lstrip(" "))
         item = _re_item.match(line)
         if in_list and prev_blank and indent == 0 and not item: in_list, stack = False, []
         # CommonMark: a list may interrupt a paragraph, but an ordered one only when it starts at 1
-        if item and not in_list and not prev_blank and item.group(2)[:-1].isdigit() and int(item.group(2)[:-1]) != 1: item = None
+        number = item.group(2)[:-1] if item else ""
+        if item and not in_list and not prev_blank and number.isdigit() and int(number) != 1: item = None
         if item and (in_list or indent <= 3):
             if not in_list and not prev_blank: out.append("")
             in_list = True
@@ -124,8 +138,9 @@ def normalize_md(src: str) -> str:
             marker = item.group(2).replace(")", ".")
             col = indent + len(item.group(2)) + max(1, len(item.group(3)))
             new = " " * (4 * len(stack)) + marker + " " + line[item.end():]
-            stack.append(col); delta = 0
-            out.append(new); prev_blank = False
+            stack.append(col)
+            out.append(new)
+            delta, prev_blank = 0, False
             if _re_fence.match(line[item.end():]): fence = _re_fence.match(line[item.end():]).group(2)
             continue
         m = _re_fence.match(line)
@@ -137,11 +152,11 @@ def normalize_md(src: str) -> str:
             line = " " * new_indent + line.lstrip(" ")
         elif not in_list:
             delta = 0
-            starts_block = m or line.lstrip().startswith("|")
-            if starts_block and not prev_blank and not (line.lstrip().startswith("|") and out and out[-1].lstrip().startswith("|")):
-                out.append("")
+            row = line.lstrip().startswith("|")
+            if (m or row) and not prev_blank and not (row and out and out[-1].lstrip().startswith("|")): out.append("")
         if m: fence = m.group(2)
-        out.append(line); prev_blank = False
+        out.append(line)
+        prev_blank = False
     return "\n".join(out)
 
 
@@ -158,7 +173,8 @@ def quarto_divs(src: str) -> str:
         if m:
             k = kinds.get(m.group(1), "note")
             out += ["", f'<div class="admonition {k}" markdown>', f'<p class="admonition-title">{k.title()}</p>', ""]
-            opened.append(True); continue
+            opened.append(True)
+            continue
         if _re_fdiv.match(line.strip()):
             if line.strip().strip(":") == "" and opened:
                 if opened.pop(): out += ["", "</div>", ""]
@@ -202,7 +218,9 @@ def linkify(src: str, here: str, anchors: dict[str, tuple[str, str]]) -> str:
         return f"[`{name}`]({href})"
     out = []
     for code, chunk in _split_fences(src):
-        if code: out.append(chunk); continue
+        if code:
+            out.append(chunk)
+            continue
         lines = [l if l.lstrip().startswith("#") else re.sub(r"(?<![\[`\w])`([A-Za-z_][\w.]*)`(?![`\]])", sub, l)
                  for l in chunk.split("\n")]
         out.append("\n".join(lines))
@@ -217,7 +235,8 @@ _re_qdir = re.compile(r"^\s*#\|\s*([\w-]+)\s*:\s*(.*?)\s*$")
 
 
 def _pre(text: str, cls: str) -> str:
-    text = "\n".join(l.rstrip("\r").rsplit("\r", 1)[-1] for l in _re_ansi.sub("", text).split("\n"))  # \r: as a terminal shows it (progress bars)
+    # \r: as a terminal shows it (progress bars)
+    text = "\n".join(l.rstrip("\r").rsplit("\r", 1)[-1] for l in _re_ansi.sub("", text).split("\n"))
     return f'<pre class="{cls}"><code>{html.escape(text.rstrip())}</code></pre>'
 
 
@@ -252,18 +271,21 @@ def _show_doc_md(md: str) -> tuple[str, str | None]:
 def render_notebook(job: dict) -> dict:
     "Process and run one notebook; return its page as markdown segments (kind, text), plus what it documents."
     t0 = time.time()
-    os.chdir(job["root"])  # nbdev's get_config() looks for settings.ini from here
+    os.chdir(job["root"])  # nbdev's get_config() looks for settings.ini from here (cells run in the notebook's folder)
+    os.environ["IN_TEST"] = "1"  # as nbdev_test sets it
+    if job["root"] not in sys.path: sys.path.insert(0, job["root"])  # as nbdev_test's basepath
     path, page = Path(job["path"]), PurePosixPath(job["page"])
     res = dict(notebook=job["rel"], page=job["page"], title=Path(job["rel"]).stem, description="", segments=[],
-               documented=[], errors=[], skipped=[], assets=[], seconds=0.0)
+               documented=[], errors=[], tracebacks=[], skipped=[], assets=[], seconds=0.0)
     try:
         _render(job, path, page, res)
     except Exception as e:  # a notebook that can't be processed at all still gets a page that says why
         import traceback
         res["errors"].append(f"could not render: {type(e).__name__}: {e}")
+        res["tracebacks"].append(traceback.format_exc())
         res["documented"] = []  # nothing on the page to link to
-        res["segments"] = [("raw", '<div class="admonition failure"><p class="admonition-title">This notebook could not '
-                                   'be rendered</p></div>'), ("raw", _pre(traceback.format_exc(), "nb-error"))]
+        res["segments"] = [("raw", '<div class="admonition failure"><p class="admonition-title">This notebook could '
+                                   'not be rendered</p></div>'), ("raw", _pre(traceback.format_exc(), "nb-error"))]
     res["seconds"] = round(time.time() - t0, 2)
     return res
 
@@ -271,42 +293,56 @@ def render_notebook(job: dict) -> dict:
 def _render(job, path, page, res):
     from execnb.nbio import read_nb
     from execnb.shell import CaptureShell
-    from fastcore.xtras import working_directory
     from nbdev.process import NBProcessor, Processor
     from nbdev.frontmatter import FrontmatterProc
     from nbdev import processors as P
 
-    flags, execute = job["tst_flags"], job["execute"]
+    import traceback
+    from fastcore.xtras import working_directory
+    flags, execute, stop = job["tst_flags"], job["execute"], job["stop_on_error"]
 
     class run_cells(Processor):
         """Run the code cells in order in one fresh shell, as nbdev_test does, except cells flagged with `tst_flags`
-        (`#| slow`, `#| cuda`) or `#| eval: false`. With --no-exec (or `skip_exec: true` in the notebook's frontmatter),
-        run only what nbdev's Quarto build runs (exports, imports, show_doc) and keep the other cells' saved outputs."""
+        (`#| slow`, `#| cuda`) or `#| eval: false`; with `stop`, none after the first that raises. With --no-exec (or
+        `skip_exec: true` in the frontmatter), run only what nbdev's Quarto build runs (exports, imports, show_doc)
+        and keep the other cells' saved outputs."""
         def begin(self):
             fm = getattr(self.nb, "frontmatter_", {}) or {}
             self.full = execute and str(fm.get("skip_exec", "")).lower() not in ("true", "1")
             self.k = CaptureShell(path=path.parent, timeout=job["cell_timeout"] or None)
             self.k.run_cell("from nbdev.showdoc import show_doc")
+            self.failed = False
 
         def __call__(self, cell):
             if cell.cell_type != "code" or not cell.source: return
-            if re.search(r"\bnbdev_export\(|\bnotebook2script\(", cell.source): cell.outputs = []; return  # no exporting here
+            if re.search(r"\bnbdev_export\(|\bnotebook2script\(", cell.source):  # no exporting here
+                cell.outputs = []
+                return
             why = [f"#| {f}" for f in flags if f in cell.directives_]
             if cell.directives_.get("eval:", [""])[0].lower() == "false": why.append("#| eval: false")
+            if stop and self.failed: why = ["an earlier cell failed"]
             if why:
                 cell.skipped_ = why
-                res["skipped"].append(getattr(cell, "nb_idx_", cell.idx_)); return
+                res["skipped"].append(getattr(cell, "nb_idx_", cell.idx_))
+                return
             if not self.full:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     if not P._do_eval(cell): return
             cell.outputs = []
-            with working_directory(path.parent): self.k.cell(cell)  # in the notebook's folder, as nbdev_test runs it
+            with working_directory(path.parent): self.k.cell(cell)  # where nbdev_test runs it
             if self.k.exc is not None:
                 e, where = self.k.exc, f"cell {getattr(cell, 'nb_idx_', '(show_doc)')}"
-                first = next((l.strip() for l in cell.source.splitlines() if l.strip() and not l.lstrip().startswith("#|")), "")
+                code = [l.strip() for l in cell.source.splitlines() if l.strip() and not l.lstrip().startswith("#|")]
+                first = code[0] if code else ""
                 msg = str(e).splitlines()[0] if str(e) else ""
                 res["errors"].append(f"{where} `{first[:50]}` raised {type(e).__name__}: {msg}")
+                tb = e.__traceback__
+                while tb is not None and "IPython" in tb.tb_frame.f_code.co_filename:  # the cell's own frames only
+                    tb = tb.tb_next
+                tb_text = "".join(traceback.format_exception(type(e), e, tb))
+                res["tracebacks"].append(f"{where}:\n{cell.source}\n\n{tb_text}")
+                self.failed = True
 
     nb = read_nb(path)
     nb.path_ = str(path)
@@ -338,18 +374,21 @@ def _render(job, path, page, res):
                         src = src.replace(f"attachment:{name}", str(PurePosixPath(fn).relative_to(page.parent)))
             res["assets"] += local_files(src, path.parent, Path(job["nbs"]))
             src = rewrite_nb_links(normalize_md(quarto_divs(src)), PurePosixPath(job["rel"]), job["pages"])
-            segs.append(("md", src)); continue
+            segs.append(("md", src))
+            continue
         # code cell: Quarto options left in the source by nbdev (`#| echo: false` on show_doc cells, ...)
         lines, opts = cell.source.split("\n"), {}
         while lines and _re_qdir.match(lines[0]):
-            k, v = _re_qdir.match(lines.pop(0)).groups(); opts[k] = v.lower()
+            k, v = _re_qdir.match(lines.pop(0)).groups()
+            opts[k] = v.lower()
         if opts.get("include") == "false": continue
         src = "\n".join(lines).strip("\n")
         if src and opts.get("echo") != "false": segs.append(("code", _fence(src)))
         skipped = getattr(cell, "skipped_", None)
         if skipped:
             saved = " Output below: as saved in the notebook." if cell.get("outputs") else ""
-            segs.append(("raw", f'<p class="nb-skipped">Not run in the docs build ({html.escape(", ".join(skipped))}).{saved}</p>'))
+            why = html.escape(", ".join(skipped))
+            segs.append(("raw", f'<p class="nb-skipped">Not run in the docs build ({why}).{saved}</p>'))
         if opts.get("output") == "false": continue
         outs = cell.get("outputs", []) or []
         streams = "".join(_txt(o.get("text", "")) for o in outs if o.get("output_type") == "stream")
@@ -359,7 +398,8 @@ def _render(job, path, page, res):
             if ot == "stream":
                 text = _txt(out.get("text", ""))
                 tb_printed = has_err and _re_tb.search(_re_ansi.sub("", text))  # IPython printed the traceback
-                segs.append(("raw", _pre(text, "nb-error" if tb_printed else "nb-output" if out.get("name") != "stderr" else "nb-stderr")))
+                cls = "nb-error" if tb_printed else "nb-output" if out.get("name") != "stderr" else "nb-stderr"
+                segs.append(("raw", _pre(text, cls)))
             elif ot == "error":
                 if _re_tb.search(_re_ansi.sub("", streams)): continue  # shown above, as IPython printed it
                 tb = "\n".join(_txt(t) for t in out.get("traceback", [])) or f"{out.get('ename')}: {out.get('evalue')}"
@@ -385,7 +425,8 @@ def _render(job, path, page, res):
                     if name: res["documented"].append(name)
                     segs.append(("doc", md))
                 elif "text/html" in data:
-                    segs.append(("raw", f'<div class="nb-output" markdown="0">\n{_txt(data["text/html"]).strip()}\n</div>'))
+                    html_out = _txt(data["text/html"]).strip()
+                    segs.append(("raw", f'<div class="nb-output" markdown="0">\n{html_out}\n</div>'))
                 elif "text/latex" in data:
                     tex = _txt(data["text/latex"]).strip().strip("$")
                     segs.append(("raw", "<p>" + math_span(tex, True) + "</p>"))
@@ -401,11 +442,13 @@ def _render(job, path, page, res):
 
 # name -> (version, npm's integrity, files kept: paths or folders inside the package, and where they go in the site)
 NPM = {
-    "mathjax": ("3.2.2", "sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==",
+    "mathjax": ("3.2.2",
+                "sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==",
                 # the combined tex-svg.js plus the components it loads on demand (not the other combined builds)
                 lambda p: p.parts[0] == "es5" and (len(p.parts) > 2 or p.name == "tex-svg.js"), "assets/mathjax"),
     # Material's offline plugin loads this Worker shim from a CDN unless the site has it: search from file://
-    "iframe-worker": ("1.0.4", "sha512-roeaaI+Lg1LJNfgpCjoRe/+WzEjy9+Z08LoEvu85MCPbBjwm+qXz8Ag5U05lHa6V1CysZyGzE0SOkAtSUA5q7Q==",
+    "iframe-worker": ("1.0.4",
+                      "sha512-roeaaI+Lg1LJNfgpCjoRe/+WzEjy9+Z08LoEvu85MCPbBjwm+qXz8Ag5U05lHa6V1CysZyGzE0SOkAtSUA5q7Q==",
                       lambda p: p.parts[0] == "shim", "assets/iframe-worker"),
 }
 MATHJAX_VERSION = NPM["mathjax"][0]
@@ -414,25 +457,27 @@ MATHJAX_VERSION = NPM["mathjax"][0]
 def _sri(path: Path) -> str: return "sha512-" + base64.b64encode(hashlib.sha512(path.read_bytes()).digest()).decode()
 
 
+def npm_pack(name: str, version: str, cache: Path) -> Path:
+    "`npm pack name@version` into `cache`: fetched by name, so npm's configured registry, mirror or proxy applies."
+    npm = shutil.which("npm")
+    if not npm:
+        sys.exit(f"build_docs: npm is needed once, to fetch {name}@{version} into {cache} "
+                 f"(Debian: apt-get install npm); or put the file `npm pack {name}@{version}` makes there")
+    print(f"fetching {name}@{version} with npm pack ...", flush=True)
+    r = subprocess.run([npm, "pack", f"{name}@{version}", "--pack-destination", str(cache), "--json"],
+                       capture_output=True, text=True)
+    if r.returncode: sys.exit(f"build_docs: `npm pack {name}@{version}` failed:\n{r.stderr.strip()}")
+    return cache / json.loads(r.stdout)[0]["filename"]
+
+
 def npm_files(name: str, cache: Path) -> Path:
-    "The files we serve from npm package `name` (pinned, checksummed), unpacked once from its registry tarball in `cache`."
+    "The files we serve from npm package `name` (pinned, checksummed), unpacked once from its tarball in `cache`."
     version, integrity, keep, _ = NPM[name]
     dest = cache / f"{name}-{version}"
     if (dest / ".complete").is_file(): return dest
     cache.mkdir(parents=True, exist_ok=True)
     tgz = cache / f"{name}-{version}.tgz"
-    if not tgz.is_file() or _sri(tgz) != integrity:
-        url = f"https://registry.npmjs.org/{name}/-/{name}-{version}.tgz"
-        print(f"fetching {name}@{version} from {url} ...", flush=True)
-        try:
-            import urllib.request
-            with urllib.request.urlopen(url, timeout=60) as r: tgz.write_bytes(r.read())
-        except OSError as e:  # no direct route to the registry: npm may know a proxy or mirror
-            npm = shutil.which("npm")
-            if not npm:
-                sys.exit(f"build_docs: could not download {url} ({e}) and npm is not installed; put {tgz.name} in {cache}")
-            subprocess.run([npm, "pack", f"{name}@{version}", "--pack-destination", str(cache), "--silent"],
-                           check=True, stdout=subprocess.DEVNULL)
+    if not tgz.is_file() or _sri(tgz) != integrity: tgz = npm_pack(name, version, cache)
     if _sri(tgz) != integrity: sys.exit(f"build_docs: {tgz} does not match the pinned checksum; delete it and retry")
     tmp = cache / f"{name}-{version}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -442,7 +487,8 @@ def npm_files(name: str, cache: Path) -> Path:
             if not m.isfile() or p.parts[0] != "package" or ".." in p.parts: continue
             rel = PurePosixPath(*p.parts[1:])
             if not (keep(rel) or rel.name == "LICENSE"): continue
-            out = tmp / (rel.name if rel.name == "LICENSE" else PurePosixPath(*rel.parts[1:]) if len(rel.parts) > 1 else rel)
+            inner = PurePosixPath(*rel.parts[1:]) if len(rel.parts) > 1 else rel
+            out = tmp / (rel.name if rel.name == "LICENSE" else inner)
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(tf.extractfile(m).read())
     (tmp / ".complete").write_text(integrity)
@@ -454,8 +500,24 @@ def npm_files(name: str, cache: Path) -> Path:
 # ---------------------------------------------------------------- the whole site
 
 class _Count(logging.Handler):
-    def __init__(self): super().__init__(logging.WARNING); self.msgs = []
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.msgs = []
     def emit(self, record): self.msgs.append(record.getMessage())
+
+
+def last_seconds(out: Path) -> dict[str, float]:
+    "Seconds each notebook took in the last build into `out` (none on a fresh clone)."
+    try: return {p["notebook"]: float(p["seconds"]) for p in json.loads((out / BUILD_INFO).read_text())["pages"]}
+    except (OSError, ValueError, KeyError, TypeError): return {}
+
+
+def print_failure(r: dict):
+    "A notebook's errors with their tracebacks, fenced as nbdev_test prints them."
+    fence = "=" * 75
+    for tb in r["tracebacks"] or r["errors"]:
+        tb = _re_ansi.sub("", tb).rstrip()
+        print(f"\nFAILED {r['notebook']}\n{fence}\n{tb}\n{fence}", file=sys.stderr, flush=True)
 
 
 def build(nbs: Path, out: Path, md_dir: Path, workers: int = 2, execute: bool = True, strict: bool = False,
@@ -471,7 +533,8 @@ def build(nbs: Path, out: Path, md_dir: Path, workers: int = 2, execute: bool = 
         rel = PurePosixPath(p.relative_to(nbs).as_posix())
         pg = page_for(rel)
         if pg in used: pg = rel.with_suffix(".md")  # two notebooks, one name: keep the number
-        used.add(pg); pages[str(rel)] = str(pg)
+        used.add(pg)
+        pages[str(rel)] = str(pg)
 
     shutil.rmtree(md_dir, ignore_errors=True)
     md_dir.mkdir(parents=True)
@@ -482,23 +545,27 @@ def build(nbs: Path, out: Path, md_dir: Path, workers: int = 2, execute: bool = 
         rel = str(PurePosixPath(p.relative_to(nbs).as_posix()))
         in_repo = p.resolve().is_relative_to(ROOT)
         label = p.resolve().relative_to(ROOT).as_posix() if in_repo else rel
-        jobs.append(dict(path=str(p), rel=rel, page=pages[rel], pages=pages, md_dir=str(md_dir), root=str(ROOT), nbs=str(nbs),
-                         tst_flags=flags, execute=execute, cell_timeout=cell_timeout, src_label=label,
+        jobs.append(dict(path=str(p), rel=rel, page=pages[rel], pages=pages, md_dir=str(md_dir), root=str(ROOT),
+                         nbs=str(nbs), tst_flags=flags, execute=execute, stop_on_error=strict,
+                         cell_timeout=cell_timeout, src_label=label,
                          source_url=f"{git_url}/blob/{branch}/{label}" if in_repo and git_url else None))
     n = max(1, min(workers, len(jobs)))
-    print(f"running {len(jobs)} notebooks from {nbs} ({n} at a time) ...", flush=True)
+    last = last_seconds(out)  # the slowest first, so that no long notebook starts last and runs alone
+    start = sorted(range(len(jobs)), key=lambda i: -last.get(jobs[i]["rel"], 0.0))
+    print(f"running {len(jobs)} notebooks from {nbs} ({n} at a time"
+          + (", the slowest of the last build first" if last else "") + ") ...", flush=True)
     def report(r):  # as each notebook finishes, so a slow one shows
         note = f"  ({len(r['skipped'])} cells not run)" if r["skipped"] else ""
-        print(f"  {r['notebook']:<28} -> {PurePosixPath(r['page']).with_suffix('.html')!s:<24} {r['seconds']:6.1f} s{note}", flush=True)
+        html_page = PurePosixPath(r["page"]).with_suffix(".html")
+        print(f"  {r['notebook']:<28} -> {html_page!s:<24} {r['seconds']:6.1f} s{note}", flush=True)
         for e in r["errors"]: print(f"  ! {r['notebook']}: {e}", file=sys.stderr, flush=True)
+        if strict and r["errors"]: print_failure(r)
         return r
-    if n == 1: results = [report(render_notebook(j)) for j in jobs]
-    else:
-        fresh = dict(max_tasks_per_child=1) if sys.version_info >= (3, 11) else {}  # one new process per notebook
-        with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), **fresh) as ex:
-            futs = {ex.submit(render_notebook, j): i for i, j in enumerate(jobs)}
-            done = {futs[f]: report(f.result()) for f in as_completed(futs)}
-        results = [done[i] for i in range(len(jobs))]
+    fresh = dict(max_tasks_per_child=1) if sys.version_info >= (3, 11) else {}  # one new process per notebook
+    with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), **fresh) as ex:
+        futs = {ex.submit(render_notebook, jobs[i]): i for i in start}
+        done = {futs[f]: report(f.result()) for f in as_completed(futs)}
+    results = [done[i] for i in range(len(jobs))]
 
     # API anchors: every name that a show_doc rendered, on the page that rendered it (python-markdown's toc slugs)
     from markdown.extensions.toc import slugify
@@ -507,8 +574,9 @@ def build(nbs: Path, out: Path, md_dir: Path, workers: int = 2, execute: bool = 
         for name in r["documented"]: anchors.setdefault(name, (r["page"], slugify(name, "-")))
     for r in results:
         parts = [linkify(t, r["page"], anchors) if k == "md" else t for k, t in r["segments"]]
-        meta = f"---\ntitle: {json.dumps(r['title'])}\n" + \
-               (f"description: {json.dumps(re.sub(r'[`$]', '', r['description']))}\n" if r["description"] else "") + "---\n\n"
+        desc = json.dumps(re.sub(r"[`$]", "", r["description"]))
+        meta = f"---\ntitle: {json.dumps(r['title'])}\n" + (f"description: {desc}\n" if r["description"] else "")
+        meta += "---\n\n"
         dest = md_dir / r["page"]
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(meta + "\n\n".join(p.strip("\n") for p in parts if p.strip()) + "\n")
@@ -520,7 +588,8 @@ def build(nbs: Path, out: Path, md_dir: Path, workers: int = 2, execute: bool = 
     # assets: ours, and MathJax + the Worker shim from npm packages
     shutil.copytree(ROOT / "docs/assets", md_dir / "assets", dirs_exist_ok=True)
     for name, (*_, where) in NPM.items():
-        shutil.copytree(npm_files(name, ROOT / "docs/.cache"), md_dir / where, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".complete"))
+        shutil.copytree(npm_files(name, ROOT / "docs/.cache"), md_dir / where, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(".complete"))
 
     # navigation in reading order: folders of notebooks become sections
     nav = []
@@ -531,7 +600,9 @@ def build(nbs: Path, out: Path, md_dir: Path, workers: int = 2, execute: bool = 
         for folder in parts[:-1]:
             name = re.sub(r"^\d+[a-zA-Z0-9]*_", "", folder).replace("_", " ").capitalize()
             sec = next((x for x in where if isinstance(x, dict) and name in x and isinstance(x[name], list)), None)
-            if sec is None: sec = {name: []}; where.append(sec)
+            if sec is None:
+                sec = {name: []}
+                where.append(sec)
             where = sec[name]
         where.append({title: r["page"]})
 
@@ -550,14 +621,21 @@ def build(nbs: Path, out: Path, md_dir: Path, workers: int = 2, execute: bool = 
     logging.getLogger("mkdocs").removeHandler(count)
 
     errors = [f"{r['notebook']}: {e}" for r in results for e in r["errors"]] + [f"mkdocs: {m}" for m in count.msgs]
-    info = dict(digest=digest, executed=execute, seconds=round(time.time() - t0, 1), mathjax=MATHJAX_VERSION, errors=errors,
-                pages=[dict(notebook=r["notebook"], page=str(PurePosixPath(r["page"]).with_suffix(".html")), title=r["title"],
+    info = dict(digest=digest, executed=execute, seconds=round(time.time() - t0, 1), mathjax=MATHJAX_VERSION,
+                errors=errors,
+                pages=[dict(notebook=r["notebook"], page=str(PurePosixPath(r["page"]).with_suffix(".html")),
+                            title=r["title"],
                             documented=r["documented"], errors=r["errors"], skipped_cells=r["skipped"],
                             seconds=r["seconds"]) for r in results])
     (out / BUILD_INFO).write_text(json.dumps(info, indent=1))
     print(f"built {len(results)} pages into {out} in {info['seconds']} s"
           + (f", with {len(errors)} warnings (above)" if errors else ""))
-    if strict and errors: sys.exit(f"build_docs --strict: {len(errors)} warnings")
+    print("slowest notebooks: " + ", ".join(f"{r['notebook']} {r['seconds']:.0f} s"
+                                            for r in sorted(results, key=lambda r: -r["seconds"])[:4]))
+    if strict and errors:
+        failed = [r["notebook"] for r in results if r["errors"]]
+        why = "; notebooks that failed (tracebacks above):\n\t" + "\n\t".join(failed) if failed else " (MkDocs, above)"
+        sys.exit(f"build_docs --strict: {len(errors)} warnings{why}")
     return info
 
 
@@ -569,9 +647,11 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2, help="notebooks run at once (default: 2)")
     ap.add_argument("--no-exec", action="store_true", help="don't run the notebooks: use the outputs saved in them")
     ap.add_argument("--strict", action="store_true", help="fail if a cell raises or MkDocs warns")
-    ap.add_argument("--cell-timeout", type=int, default=0, help="stop a cell after this many seconds (an error on its page); 0: no limit")
+    ap.add_argument("--cell-timeout", type=int, default=0,
+                    help="stop a cell after this many seconds (an error on its page); 0: no limit")
     a = ap.parse_args(argv)
-    md = a.md or (ROOT / "docs/_md" if a.out.resolve() == (ROOT / "docs/site").resolve() else a.out.resolve().with_name(a.out.name + "_md"))
+    default_out = a.out.resolve() == (ROOT / "docs/site").resolve()
+    md = a.md or (ROOT / "docs/_md" if default_out else a.out.resolve().with_name(a.out.name + "_md"))
     build(a.nbs, a.out, md, workers=a.workers, execute=not a.no_exec, strict=a.strict, cell_timeout=a.cell_timeout)
 
 
