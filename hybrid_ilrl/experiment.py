@@ -76,6 +76,7 @@ class ExperimentConfig:
                       prompts_per_step=self.prompts_per_step, group_size=self.group_size,
                       max_new_tokens=self.max_new_tokens, log_steps=max(1, self.steps // 20), grad_split=False,
                       output_dir=out or f"{self.out_dir}/{mode}-seed{seed}", save_steps=0, progress=False,
+                      overwrite_output_dir=True,
                       tensorboard=False)
 
 # %% ../nbs/11_experiment.ipynb #eebd8fad
