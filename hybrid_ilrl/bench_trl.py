@@ -18,7 +18,8 @@ from .rollout import char_tokenizer, tiny_llama, sample_rollout, response_logits
 from .config import Config
 from .trainer import Trainer
 from .ops.loss import hybrid_loss, token_stats
-from .bench import machine, peak_memory
+from .bench import peak_memory
+from .metrics import machine
 
 # %% ../nbs/91_bench_trl.ipynb #d72a9523
 @dataclass
@@ -83,9 +84,10 @@ def trl_missing()->str|None:
 
 def ours_trainer(s:BenchSetup, tok, student, teacher, out_dir:str)->Trainer:
     "Our `Trainer` in `distill` mode on setup `s`."
-    cfg = Config(mode="distill", grad_split=False, group_size=s.group, prompts_per_step=s.batch // s.group,
-                 max_new_tokens=s.new_tokens, max_prompt_len=s.prompt_len, tau=s.tau, loss_norm="token", lr=s.lr,
-                 max_grad_norm=1.0, steps=10**6, seed=s.seed, progress=False, tensorboard=False, output_dir=out_dir)
+    cfg = Config(mode="distill", grad_split=False, num_generations=s.group, per_device_train_batch_size=s.batch,
+                 gradient_accumulation_steps=1, max_completion_length=s.new_tokens, max_prompt_length=s.prompt_len,
+                 temperature=s.tau, loss_norm="token", learning_rate=s.lr, max_grad_norm=1.0, max_steps=10**6,
+                 seed=s.seed, progress=False, report_to="none", output_dir=out_dir)
     return Trainer(student, teacher, tok, make_prompts(s), None, cfg)
 
 def trl_trainer(s:BenchSetup, tok, student, teacher, out_dir:str, grad_ckpt:bool=False):

@@ -29,11 +29,11 @@ def toy_logits(V:int=12, # vocabulary size
 class ExplorerRows(NamedTuple):
     "One explorer prefix: both policies, the sampled token, its advantage, the 3 logit-gradient rows (float64, [V])."
     z: torch.Tensor       # student logits
-    z_E: torch.Tensor     # teacher logits after sharpening, s·z_E
+    z_E: torch.Tensor     # teacher logits after sharpening, κ·z_E
     y: int                # sampled token
     A: float              # advantage of the sampled response at this token
     p: torch.Tensor       # student softmax(z/τ)
-    q: torch.Tensor       # teacher softmax(s·z_E/τ)
+    q: torch.Tensor       # teacher softmax(κ·z_E/τ)
     dense: torch.Tensor   # β ∂k/∂z (from kl_grad)
     sparse: torch.Tensor  # A (p − e_y)/τ (from pg_grad)
     g: torch.Tensor       # the hybrid row, hybrid_logit_grad(...).g
@@ -95,7 +95,7 @@ def explorer_figure(beta:float=1.0, # weight of the KL (imitation) term
     ax.bar(v - 0.2, rows.p.numpy(), 0.4, color=_BLUE, label='student $p$')
     ax.bar(v + 0.2, rows.q.numpy(), 0.4, color=_ORANGE, label='teacher $q$')
     ax.set_ylabel('probability')
-    ax.set_title(r'policies: student $p=\mathrm{softmax}(z/\tau)$ and teacher $q=\mathrm{softmax}(s\,z_E/\tau)$',
+    ax.set_title(r'policies: student $p=\mathrm{softmax}(z/\tau)$ and teacher $q=\mathrm{softmax}(\kappa\,z_E/\tau)$',
                  loc='left', fontsize=9)
     ax.set_ylim(0, 1.1 * max(float(rows.p.max()), float(rows.q.max())))
     caps = [(rows.dense, r'$-\beta\,\partial k/\partial z$',
@@ -122,7 +122,7 @@ def explorer_figure(beta:float=1.0, # weight of the KL (imitation) term
     axs[-1].get_xticklabels()[rows.y].set_fontweight('bold')
     axs[-1].set_xlabel(f'token id (sampled token y = {rows.y} in bold)')
     axs[-1].set_xlim(-0.6, V - 0.4)
-    fig.suptitle(rf'$\beta$={beta:g}, $\lambda$={lam:g}, $\tau$={tau:g}, teacher sharpness $s$={sharpness:g}, '
+    fig.suptitle(rf'$\beta$={beta:g}, $\lambda$={lam:g}, $\tau$={tau:g}, teacher sharpness $\kappa$={sharpness:g}, '
                  rf'$R$={R:g}:   '
                  rf'token KL $k$ = {rows.k:.3f} nats,  entropy $H(p)$ = {rows.entropy:.3f} nats', fontsize=10)
     fig.rows = rows
@@ -132,7 +132,7 @@ def explorer_figure(beta:float=1.0, # weight of the KL (imitation) term
 def explorer(beta:float=1.0, # initial β (KL weight)
              lam:float=1.0, # initial λ (reward weight)
              tau:float=1.0, # initial temperature τ
-             sharpness:float=1.0, # initial teacher sharpness s
+             sharpness:float=1.0, # initial teacher sharpness κ
              y:int|None=None, # initial sampled token; None: drawn from p
              R:float=1.0, # initial reward R
              V:int=12, # vocabulary size
@@ -161,6 +161,6 @@ def explorer(beta:float=1.0, # initial β (KL weight)
                     beta=slider(beta, 0., 2., 0.05, 'β (KL weight)'),
                     lam=slider(lam, 0., 2., 0.05, 'λ (reward weight)'),
                     tau=slider(tau, 0.25, 3., 0.05, 'τ (temperature)'),
-                    sharpness=slider(sharpness, 0., 4., 0.1, 'teacher sharpness s'),
+                    sharpness=slider(sharpness, 0., 4., 0.1, 'teacher sharpness κ'),
                     y=widgets.IntSlider(value=r0.y, min=0, max=len(r0.p) - 1, description='sampled token y', **opts),
                     R=slider(R, 0., 1., 0.05, 'reward R'))

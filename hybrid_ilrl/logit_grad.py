@@ -9,7 +9,7 @@ __all__ = ['softmax_jacobian', 'KLTerms', 'kl_terms', 'check_normalisers', 'kl_g
 # %% ../nbs/02_logit_grad.ipynb #06469dc2
 from typing import NamedTuple
 import torch
-from .objective import check_logits, check_tokens, check_mask, log_probs, acc_dtype, _raise_if_inf
+from .objective import check_logits, check_tokens, check_mask, log_probs, acc_dtype, check_inf_kl
 
 # %% ../nbs/02_logit_grad.ipynb #3a431fc6
 def softmax_jacobian(z:torch.Tensor)->torch.Tensor:
@@ -136,7 +136,7 @@ def hybrid_logit_grad(z:torch.Tensor, # student logits [..., V]
     if not abs(beta) < float('inf'): raise ValueError(f"beta must be finite, got {beta}")
     kt = kl_terms(z, z_E.to(z.device), tau)
     check_normalisers(kt, mask)
-    if not allow_inf and beta != 0: _raise_if_inf(kt.k, mask, "token KL")
+    if not allow_inf and beta != 0: check_inf_kl(kt.k, mask, "token KL")
     g = row_grad(kt, y, beta / tau, A / tau)
     at_y = lambda x: x.gather(-1, y.long().unsqueeze(-1)).squeeze(-1)
     logp_y, logq_y = at_y(kt.logp), at_y(kt.logq)

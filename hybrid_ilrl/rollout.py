@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['char_tokenizer', 'tiny_llama', 'vocab_sizes', 'vocab_difference', 'shared_vocab', 'GumbelSampler', 'Rollout',
-           'response_mask', 'sample_rollout', 'response_logits', 'score_rewards']
+           'response_mask', 'prompt_text', 'encode_prompts', 'sample_rollout', 'response_logits', 'score_rewards']
 
 # %% ../nbs/04_rollout.ipynb #61bc25c6
 from dataclasses import dataclass
 import torch
+import torch.distributed as dist
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerFast
 
 # %% ../nbs/04_rollout.ipynb #fdf8e402
@@ -99,7 +100,7 @@ class Rollout:
     attention_mask: torch.Tensor  # 0 on prompt padding and after EOS
     response: torch.Tensor        # sampled response tokens [B, T]
     mask: torch.Tensor            # bool [B, T]: response tokens that count (up to and including EOS)
-    prompts: list                 # prompt text of each row (each prompt G times)
+    prompts: list                 # prompt of each row as given, text or messages (each prompt G times)
     completions: list             # decoded response text of each row
     prompt_index: torch.Tensor    # [B] index of each row's prompt in the step's prompt list
 
@@ -113,24 +114,58 @@ def response_mask(response:torch.Tensor, eos_id:int|list)->torch.Tensor:
     eos = torch.isin(response, torch.as_tensor(eos_id, device=response.device))
     return (eos.long().cumsum(-1) - eos.long()) == 0
 
+# %% ../nbs/04_rollout.ipynb #daeab4e0
+def prompt_text(tokenizer, prompt:str|list, # a string, or a list of {"role", "content"} messages
+                i:int=0, # the prompt's index, for the error messages
+               )->str:
+    "The text the model continues for `prompt`: a string as is; messages through the tokenizer's chat template."
+    if isinstance(prompt, str): return prompt
+    if not (isinstance(prompt, (list, tuple)) and prompt
+            and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in prompt)):
+        raise TypeError(f"prompt {i} must be a string or a list of {{'role', 'content'}} messages, "
+                        f"got {type(prompt).__name__}: {prompt!r:.80}")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"prompt {i} is a list of messages, but the tokenizer has no chat template: set "
+                         f"tokenizer.chat_template (or use a chat model's tokenizer), or give the prompt as a string: "
+                         f"{prompt!r:.80}")
+    return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+
+def encode_prompts(tokenizer, prompts:list)->tuple:
+    "Left-padded token ids of `prompts` and their texts: strings as the tokenizer encodes them, messages templated."
+    texts = [prompt_text(tokenizer, prompt, i) for i, prompt in enumerate(prompts)]
+    if all(isinstance(prompt, str) for prompt in prompts):
+        return tokenizer(texts, return_tensors="pt", padding=True, padding_side="left"), texts
+    ids = [tokenizer(text, add_special_tokens=isinstance(prompt, str)).input_ids
+           for text, prompt in zip(texts, prompts)]
+    return tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True, padding_side="left"), texts
+
 # %% ../nbs/04_rollout.ipynb #75ac561e
+def _fsdp_modules(model)->list:
+    "The modules of `model` that FSDP2 shards (none when it is not sharded)."
+    from torch.distributed.fsdp import FSDPModule
+    return [mod for mod in model.modules() if isinstance(mod, FSDPModule)]
+
+def _sharded(model)->bool:
+    "Whether `model` is sharded over several processes (FSDP2): then every process must run each `generate` step."
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and bool(_fsdp_modules(model))
+
 @torch.no_grad()
-def sample_rollout(model, tokenizer, prompts:list[str],
+def sample_rollout(model, tokenizer, prompts:list, # strings, or lists of {"role", "content"} messages (chat template)
                    group_size:int=4, # G completions per prompt
                    max_new_tokens:int=32, tau:float=1.0,
                    seed:int=0, # completion i of this call uses the noise stream `seed + i`
-                   max_prompt_len:int|None=None, # longer prompts are an error (no silent truncation)
+                   max_prompt_length:int|None=None, # longer prompts are an error (no silent truncation)
                    n_vocab:int|None=None, # sample only token ids below this (padded vocabularies)
                    keep_logits:bool=False)->Rollout:
     "Sample `group_size` completions per prompt with `model.generate` (KV cache) and Gumbel-max temperature sampling."
     if len(prompts) == 0: raise ValueError("empty prompt list: nothing to sample")
     if group_size < 1: raise ValueError(f"group_size must be >= 1, got {group_size}")
-    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left")
-    if max_prompt_len is not None and enc.input_ids.shape[1] > max_prompt_len:
+    enc, texts = encode_prompts(tokenizer, list(prompts))
+    if max_prompt_length is not None and enc.input_ids.shape[1] > max_prompt_length:
         lens = enc.attention_mask.sum(-1)
         i = int(lens.argmax())
-        raise ValueError(f"prompt {i} is {int(lens[i])} tokens, longer than max_prompt_len={max_prompt_len}: "
-                         f"{prompts[i][:80]!r}")
+        raise ValueError(f"prompt {i} is {int(lens[i])} tokens, longer than max_prompt_length={max_prompt_length}: "
+                         f"{texts[i][:80]!r}")
     dev = next(model.parameters()).device
     ids = enc.input_ids.repeat_interleave(group_size, 0).to(dev)
     att = enc.attention_mask.repeat_interleave(group_size, 0).to(dev)
@@ -138,11 +173,13 @@ def sample_rollout(model, tokenizer, prompts:list[str],
     sampler = GumbelSampler([seed + i for i in range(len(ids))], tau, n, keep_logits)
     gc = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                           eos_token_id=tokenizer.eos_token_id, use_cache=True)
+    sync = {"synced_gpus": True} if _sharded(model) else {}  # else transformers decides (DeepSpeed ZeRO-3: synced)
     was_training = model.training
     model.eval()
     out = model.generate(input_ids=ids, attention_mask=att, generation_config=gc,
-                         logits_processor=LogitsProcessorList([sampler]))
+                         logits_processor=LogitsProcessorList([sampler]), **sync)
     model.train(was_training)
+    for mod in _fsdp_modules(model): mod.reshard()   # FSDP2 keeps the head gathered after a forward: free it
     response = out[:, ids.shape[1]:]
     mask = response_mask(response, tokenizer.eos_token_id)
     response = response.masked_fill(~mask, tokenizer.pad_token_id)

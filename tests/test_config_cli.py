@@ -4,7 +4,8 @@ from dataclasses import fields
 from pathlib import Path
 import pytest, yaml
 from hybrid_ilrl.config import Config, ConfigError
-from hybrid_ilrl.cli import import_fn, load_prompts, main, run
+from hybrid_ilrl.cli import import_fn, main, run
+from hybrid_ilrl.config import load_prompts
 
 # field: (a wrong value as YAML text, what the message says); Python gets yaml.safe_load of the same text
 WRONG = dict(
@@ -12,27 +13,37 @@ WRONG = dict(
     lam=("lots", "config.lam='lots': expected a float"),
     estimator=("[rb]", "config.estimator=['rb']: expected a string"),
     baseline=("max", "config.baseline='max': expected one of"),
-    group_size=("2.5", "config.group_size=2.5: expected an int"),
-    prompts_per_step=("-3", "config.prompts_per_step=-3: must be >= 1"),
-    max_prompt_len=("0", "config.max_prompt_len=0: must be >= 1"),
-    max_new_tokens=("true", "config.max_new_tokens=True: expected an int"),
-    tau=("1e-8", "config.tau=1e-08: must be >= 0.001"), loss_norm=("mean", "config.loss_norm='mean': expected one of"),
-    lr=("abc", "config.lr='abc': expected a float"), weight_decay=("-1e-2", "config.weight_decay=-0.01: must be >= 0"),
-    lr_schedule=("step", "config.lr_schedule='step': expected one of"),
+    num_generations=("2.5", "config.num_generations=2.5: expected an int"),
+    per_device_train_batch_size=("-3", "config.per_device_train_batch_size=-3: must be >= 1"),
+    gradient_accumulation_steps=("0", "config.gradient_accumulation_steps=0: must be >= 1"),
+    generation_batch_size=("0", "config.generation_batch_size=0: must be >= 1"),
+    teacher_batch_size=("1.5", "config.teacher_batch_size=1.5: expected an int"),
+    max_prompt_length=("0", "config.max_prompt_length=0: must be >= 1"),
+    max_completion_length=("true", "config.max_completion_length=True: expected an int"),
+    temperature=("1e-8", "config.temperature=1e-08: must be >= 0.001"),
+    loss_norm=("mean", "config.loss_norm='mean': expected one of"),
+    learning_rate=("abc", "config.learning_rate='abc': expected a float"),
+    weight_decay=("-1e-2", "config.weight_decay=-0.01: must be >= 0"),
+    lr_scheduler_type=("step", "config.lr_scheduler_type='step': expected one of"),
     warmup_steps=("1.5", "config.warmup_steps=1.5: expected an int"),
     max_grad_norm=(".nan", "config.max_grad_norm=nan: expected a finite number"),
-    steps=("2.7", "config.steps=2.7: expected an int (a whole number), not a fraction"),
-    seed=("-1", "config.seed=-1: must be >= 0"), log_steps=("0", "config.log_steps=0: must be >= 1"),
+    max_steps=("2.7", "config.max_steps=2.7: expected an int (a whole number), not a fraction"),
+    seed=("-1", "config.seed=-1: must be >= 0"),
+    bf16=("yes please", "config.bf16='yes please': expected true or false"),
+    fp16=("1", "config.fp16=1: expected true or false"),
+    logging_steps=("0", "config.logging_steps=0: must be >= 1"),
+    report_to=("[mlflow]", "config.report_to=['mlflow']: ['mlflow'] unknown"),
+    eval_prompts=("3", "config.eval_prompts=3: expected a string"),
+    eval_steps=("-2", "config.eval_steps=-2: must be >= 0"),
     grad_split=("1", "config.grad_split=1: expected true or false"),
     fused_head=("maybe", "config.fused_head='maybe': expected true or false"),
     save_steps=("-1", "config.save_steps=-1: must be >= 0"),
     save_total_limit=("0", "config.save_total_limit=0: must be >= 1 (the newest N checkpoints are kept"),
     output_dir=("null", "config.output_dir=None: expected a string"),
-    resume=("yes please", "config.resume='yes please': expected true or false"),
+    resume_from_checkpoint=("2", "config.resume_from_checkpoint=2: expected bool or str"),
     overwrite_output_dir=("2", "config.overwrite_output_dir=2: expected true or false"),
     max_skipped_steps=("0", "config.max_skipped_steps=0: must be >= 1"),
     allow_inf=("[]", "config.allow_inf=[]: expected true or false"),
-    tensorboard=("enabled", "config.tensorboard='enabled': expected true or false"),
     progress=("null", "config.progress=None: expected true or false"),
     reward_weights=("[1, .inf]", "config.reward_weights[1]=inf: expected a finite number"),
     student=("3", "config.student=3: expected a string"),
@@ -40,6 +51,11 @@ WRONG = dict(
     prompts=("[a.jsonl]", "config.prompts=['a.jsonl']: expected a string"),
     reward_fns=("my_rewards:fn", "config.reward_fns='my_rewards:fn': expected a list"))
 
+# old name: (a wrong value as YAML text, the message); the old names still load, moved to TRL's (a FutureWarning)
+WRONG_OLD = dict(group_size=("2.5", "config.num_generations=2.5: expected an int"),
+                 prompts_per_step=("-3", "config.prompts_per_step=-3: must be >= 1"),
+                 tau=("1e-8", "config.temperature=1e-08: must be >= 0.001"),
+                 tensorboard=("enabled", "config.tensorboard='enabled': expected true or false"))
 
 def message(f)->str:
     "The message of the `ConfigError` (or `SystemExit`) that `f()` raises."
@@ -58,15 +74,43 @@ def test_wrong_value_same_message_from_python_yaml_and_cli(name, tmp_path):
     assert msg in api
     (tmp_path / "run.yaml").write_text(f"{name}: {text}\n")
     assert message(lambda: Config.load(tmp_path / "run.yaml")) == api
-    (tmp_path / "ok.yaml").write_text("steps: 3\n")
+    (tmp_path / "ok.yaml").write_text("max_steps: 3\n")
     assert message(lambda: run(["train", "--config", str(tmp_path / "ok.yaml"), "--set", f"{name}={text}"])) == api
     assert message(lambda: main(["train", "--config", str(tmp_path / "ok.yaml"), "--set", f"{name}={text}"])) \
         == f"hybrid-ilrl: error: {api}"
 
 
+@pytest.mark.parametrize("name", sorted(WRONG_OLD))
+def test_old_names_warn_and_are_checked_alike(name, tmp_path):
+    text, msg = WRONG_OLD[name]
+    with pytest.warns(FutureWarning, match=f"config.{name} is deprecated"):
+        api = message(lambda: Config(**{name: yaml.safe_load(text)}))
+    assert msg in api
+    (tmp_path / "run.yaml").write_text(f"{name}: {text}\n")
+    with pytest.warns(FutureWarning): assert message(lambda: Config.load(tmp_path / "run.yaml")) == api
+
+
+def test_old_names_give_the_same_config(tmp_path):
+    old = dict(group_size=2, max_new_tokens=9, tau=0.7, log_steps=3, lr=1e-4, steps=7, lr_schedule="cosine",
+               max_prompt_len=50, resume=True, tensorboard=True)
+    new = dict(num_generations=2, max_completion_length=9, temperature=0.7, logging_steps=3, learning_rate=1e-4,
+               max_steps=7, lr_scheduler_type="cosine", max_prompt_length=50, resume_from_checkpoint=True,
+               report_to=["tensorboard"])
+    with pytest.warns(FutureWarning) as caught: cfg = Config(**old)
+    assert cfg == Config(**new)
+    said = {str(w.message) for w in caught}
+    assert all(any(f"config.{o} is deprecated: use config.{n}" in m for m in said) for o, n in zip(old, new))
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
+    with pytest.warns(FutureWarning): assert Config.load(tmp_path / "old.yaml") == cfg
+    with pytest.warns(FutureWarning, match="use config.num_generations"): assert cfg.group_size == 2
+
+
 def test_rules_across_fields():
-    assert "baseline='loo' needs group_size >= 2" in message(lambda: Config(group_size=1))
-    Config(group_size=1, baseline="mean")
+    assert "baseline='loo' needs num_generations >= 2" in message(lambda: Config(num_generations=1))
+    Config(num_generations=1, baseline="mean")
+    assert "must be whole groups, a multiple of num_generations=3" in \
+        message(lambda: Config(num_generations=3, per_device_train_batch_size=4, gradient_accumulation_steps=1))
+    assert "config.bf16 and config.fp16 are both true" in message(lambda: Config(bf16=True, fp16=True))
     assert "config.seed=134217728: must be < 2**27" in message(lambda: Config(seed=2**27))
     assert "config.reward_weights has 1 weights for 2 reward_fns" in \
         message(lambda: Config(reward_fns=["m:a", "m:b"], reward_weights=[1.0]))
@@ -76,13 +120,14 @@ def test_rules_across_fields():
 
 
 def test_yaml_numbers_are_read_as_numbers(tmp_path):
-    (tmp_path / "run.yaml").write_text("lr: 1e-5\nsteps: 1e2\nbeta: 0\n")
+    (tmp_path / "run.yaml").write_text("learning_rate: 1e-5\nmax_steps: 1e2\nbeta: 0\n")
     cfg = Config.load(tmp_path / "run.yaml")
-    assert (cfg.lr, cfg.steps, cfg.beta) == (1e-5, 100, 0.0) and type(cfg.steps) is int and type(cfg.beta) is float
+    assert (cfg.learning_rate, cfg.max_steps, cfg.beta) == (1e-5, 100, 0.0)
+    assert type(cfg.max_steps) is int and type(cfg.beta) is float
 
 
 def test_config_file_must_be_a_mapping(tmp_path):
-    (tmp_path / "list.yaml").write_text("- lr: 1e-5\n")
+    (tmp_path / "list.yaml").write_text("- learning_rate: 1e-5\n")
     assert f"{tmp_path / 'list.yaml'}: expected a mapping of Config fields" in message(
         lambda: Config.load(tmp_path / "list.yaml"))
     (tmp_path / "scalar.json").write_text("3")
@@ -98,20 +143,21 @@ def _write(path:Path, text:str)->Path:
 
 
 def test_set_without_equals_names_the_argument(tmp_path):
-    cfg = _write(tmp_path / "run.yaml", "steps: 3\n")
-    assert message(lambda: run(["train", "--config", str(cfg), "--set", "steps"])) == \
-        "--set 'steps': expected KEY=VALUE, e.g. --set steps=100"
+    cfg = _write(tmp_path / "run.yaml", "max_steps: 3\n")
+    assert message(lambda: run(["train", "--config", str(cfg), "--set", "max_steps"])) == \
+        "--set 'max_steps': expected KEY=VALUE, e.g. --set max_steps=100"
     assert "unknown config keys in the overrides (--set): ['stpes']" in \
         message(lambda: run(["train", "--config", str(cfg), "--set", "stpes=3"]))
 
 
 def test_console_script_prints_the_message(tmp_path):
-    cfg = _write(tmp_path / "run.yaml", "steps: 3\n")
+    cfg = _write(tmp_path / "run.yaml", "max_steps: 3\n")
     script = Path(sys.executable).parent / "hybrid-ilrl"
     if not script.exists(): pytest.skip("the hybrid-ilrl console script is not installed")
-    res = subprocess.run([str(script), "train", "--config", str(cfg), "--set", "lr=abc"],
+    res = subprocess.run([str(script), "train", "--config", str(cfg), "--set", "learning_rate=abc"],
                          capture_output=True, text=True)
-    assert res.returncode == 1 and res.stderr.strip() == "hybrid-ilrl: error: config.lr='abc': expected a float"
+    assert res.returncode == 1 and res.stderr.strip() == \
+        "hybrid-ilrl: error: config.learning_rate='abc': expected a float"
     assert "Traceback" not in res.stderr
 
 
@@ -196,9 +242,9 @@ def _tiny_run(d:Path)->Path:
            "    return [float(c[:1] == a[:1]) for c, a in zip(completions, answer)]\n")
     _write(d / "prompts.csv", "prompt,answer\ncopy: ab =,ab\ncopy: xy =,xy\n")
     cfg = dict(mode="hybrid", student=str(d / "student"), teacher=str(d / "teacher"),
-               prompts=str(d / "prompts.csv"), reward_fns=["my_rewards:fn"], steps=1, prompts_per_step=2, group_size=2,
-               max_new_tokens=3,
-               progress=False, tensorboard=False)
+               prompts=str(d / "prompts.csv"), reward_fns=["my_rewards:fn"], max_steps=1,
+               num_generations=2, per_device_train_batch_size=4, gradient_accumulation_steps=1,
+               max_completion_length=3, progress=False)
     return _write(d / "conf" / "run.yaml", yaml.safe_dump(cfg))
 
 

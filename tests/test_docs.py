@@ -312,6 +312,33 @@ def test_every_page_in_chromium(site, browser_ctx):
             finally: pg.close()
 
 
+# the notebooks that teach with a figure (issue 15), each found by a name its API reference documents
+FIGURE_PAGES = dict(objective="token_kl", decomposition="hybrid_surrogate", logit_grad="kl_grad",
+                    variance="grad_variance")
+
+
+def test_teaching_pages_have_a_figure_on_disk(site):
+    root, info, _ = site
+    for what, name in FIGURE_PAGES.items():
+        page = page_of(info, name)
+        found = re.findall(r'<img[^>]*class="nb-plot"[^>]*>', (root / page).read_text())
+        assert found, f"{page} (the {what} notebook) shows no figure"
+
+
+def test_teaching_pages_show_a_figure_in_chromium(site, browser_ctx):
+    "The derivation notebooks and the variance notebook each show at least one drawn figure in the browser."
+    root, info, _ = site
+    with serve(root) as base:
+        for what, name in FIGURE_PAGES.items():
+            page = page_of(info, name)
+            pg = Page(browser_ctx, base, page)
+            try:
+                plots = [i for i in pg.images() if i["plot"]]
+                assert plots, f"{page} (the {what} notebook) shows no figure"
+                assert all(i["ok"] and i["w"] >= 300 for i in plots), f"{page}: figures not drawn: {plots}"
+            finally: pg.close()
+
+
 def test_search_finds_an_api_entry(site, browser_ctx):
     root, info, _ = site
     with serve(root) as base:

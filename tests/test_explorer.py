@@ -105,7 +105,7 @@ def test_explorer_builds_and_redraws():
     pytest.importorskip("ipywidgets")
     w = explorer(y=7)
     sliders = w.children[:-1]
-    assert [s.description for s in sliders] == ['β (KL weight)', 'λ (reward weight)', 'τ (temperature)', 'teacher sharpness s',
+    assert [s.description for s in sliders] == ['β (KL weight)', 'λ (reward weight)', 'τ (temperature)', 'teacher sharpness κ',
                                                 'sampled token y', 'reward R']
     assert isinstance(w.result, Figure) and w.result.rows.y == 7 and sliders[4].max == 11
     sliders[0].value = 0.  # β

@@ -17,8 +17,9 @@ def reward(prompts, completions, answer, **kw):
     return [float(c.strip()[:1] == a[:1]) + 0.1 * len(c) for c, a in zip(completions, answer)]
 
 def make(out, rewards=(reward,), **kw):
-    cfg = dict(mode="hybrid", steps=STEPS, save_steps=1, prompts_per_step=2, group_size=2, max_new_tokens=4, lr=1e-3,
-               output_dir=str(out), progress=False, tensorboard=False) | kw
+    cfg = dict(mode="hybrid", max_steps=STEPS, save_steps=1, num_generations=2, per_device_train_batch_size=4,
+               gradient_accumulation_steps=1, max_completion_length=4, learning_rate=1e-3, output_dir=str(out),
+               progress=False) | kw
     return Trainer(tiny_llama(TOK, seed=0), tiny_llama(TOK, hidden=48, seed=1), TOK, PROMPTS, list(rewards),
                    Config(**cfg))
 
@@ -42,7 +43,7 @@ def loud_step(self):
     print("STEP", self.step, flush=True)
     return stats
 T._fsync, T.Trainer.train_step = slow_fsync, loud_step
-t = make(out, steps=steps, resume=resume, overwrite_output_dir=sys.argv[6] == "1")
+t = make(out, max_steps=steps, resume_from_checkpoint=resume, overwrite_output_dir=sys.argv[6] == "1")
 t.train()
 torch.save({"params": [p.detach() for p in t.model.parameters()], "adam": t.opt.state_dict()["state"]},
            out + ".final.pt")
@@ -106,7 +107,7 @@ def test_kill_then_resume_is_exact(tmp_path, reference, marker, most, slow):
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     "The parameters after 3 uninterrupted steps, in this process."
-    t = make(tmp_path_factory.mktemp("straight") / "run", steps=3)
+    t = make(tmp_path_factory.mktemp("straight") / "run", max_steps=3)
     t.train()
     return flat(t)
 
@@ -120,11 +121,11 @@ DAMAGE = {"truncated": lambda d: (d / "model.safetensors").write_bytes((d / "mod
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_damaged_newest_checkpoint_is_named_and_skipped(tmp_path, straight, damage):
     out = tmp_path / "run"
-    make(out, steps=3, save_total_limit=3).train()
+    make(out, max_steps=3, save_total_limit=3).train()
     DAMAGE[damage](out / "checkpoint-3")
     (out / "checkpoint-best1").mkdir()                        # a stray name: ignored
     with pytest.warns(UserWarning, match=r"checkpoint-3: .*; resuming from checkpoint-2"):
-        t = make(out, steps=3, resume=True)
+        t = make(out, max_steps=3, resume_from_checkpoint=True)
     assert t.step == 2
     t.train()                                                 # step 3 again: the same as the uninterrupted run
     assert torch.equal(flat(t), straight)
@@ -136,8 +137,8 @@ def test_diverging_run_stops_by_name_and_never_saves_nan(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(RuntimeError, match=r"3 steps in a row .* step 4: student logits contain NaN.*"
-                                               r"the learning rate: lr=1e\+10"):
-            make(out, lr=1e10).train()
+                                               r"the learning rate: learning_rate=1e\+10"):
+            make(out, learning_rate=1e10).train()
     assert [d.name for d in checkpoints(out)] == ["checkpoint-2", "checkpoint-3"]
     for d in checkpoints(out):
         sd, _ = read_checkpoint(d)                            # intact, every weight finite
@@ -182,42 +183,45 @@ def test_second_run_in_a_used_directory_is_refused(tmp_path):
 
 def test_fresh_run_in_a_used_directory(tmp_path):
     out = tmp_path / "run"
-    make(out, steps=4, save_steps=2).train()
+    make(out, max_steps=4, save_steps=2).train()
     before = sorted(p.name for p in out.iterdir()), (out / "metrics.csv").read_text()
     with pytest.raises(FileExistsError, match=r"holds another run's results \(checkpoint-2, checkpoint-4, "
-                                              r"metrics.csv\).*overwrite_output_dir=True"):
-        make(out, steps=2).train()
+                                              r"metrics.csv, final\).*overwrite_output_dir=True"):
+        make(out, max_steps=2).train()
     assert (sorted(p.name for p in out.iterdir()), (out / "metrics.csv").read_text()) == before   # nothing lost
-    make(out, steps=2, overwrite_output_dir=True).train()
+    make(out, max_steps=2, overwrite_output_dir=True).train()
     assert [d.name for d in checkpoints(out)] == ["checkpoint-1", "checkpoint-2"]
     assert [row["step"] for row in metrics(out)] == ["1", "2"]
     assert read_checkpoint(out / "checkpoint-2")[1]["step"] == 2
 
 def test_resume_with_a_changed_run_is_refused(tmp_path):
     out = tmp_path / "run"
-    make(out, steps=2).train()
-    with pytest.raises(ValueError, match=r"changes the run: lr 0.001 -> 0.01; resume with the checkpoint's values"):
-        make(out, steps=4, resume=True, lr=1e-2)
-    t = make(out, steps=4, resume=True, log_steps=2, tensorboard=True)   # settings that do not change the run
+    make(out, max_steps=2).train()
+    with pytest.raises(ValueError,
+                       match=r"changes the run: learning_rate 0.001 -> 0.01; resume with the checkpoint's values"):
+        make(out, max_steps=4, resume_from_checkpoint=True, learning_rate=1e-2)
+    t = make(out, max_steps=4, resume_from_checkpoint=True, logging_steps=2,
+             report_to="tensorboard")                         # settings that do not change the run
     assert t.step == 2
 
 def test_resume_with_nothing_says_so(tmp_path):
-    with pytest.warns(UserWarning, match=r"resume=True, but .* holds no checkpoint: nothing to resume"):
-        t = make(tmp_path / "run", resume=True)
+    with pytest.warns(UserWarning,
+                      match=r"resume_from_checkpoint=True, but .* holds no checkpoint: nothing to resume"):
+        t = make(tmp_path / "run", resume_from_checkpoint=True)
     assert t.step == 0
 
 def test_crafted_trainer_state_does_not_run(tmp_path):
     out, marker = tmp_path / "run", tmp_path / "pwned"
-    make(out, steps=2).train()
+    make(out, max_steps=2).train()
     class Payload:
         def __reduce__(self): return (os.mkdir, (str(marker),))
     state = torch.load(out / "checkpoint-2" / "trainer_state.pt", weights_only=True)
     torch.save(state | {"step": Payload()}, out / "checkpoint-2" / "trainer_state.pt")
     write_manifest(out / "checkpoint-2")                      # an attacker can write a matching manifest too
     with pytest.warns(UserWarning, match=r"checkpoint-2/trainer_state.pt refused by torch.load\(weights_only=True\)"):
-        t = make(out, steps=2, resume=True)
+        t = make(out, max_steps=2, resume_from_checkpoint=True)
     assert t.step == 1 and not marker.exists()                # the previous checkpoint; the payload never ran
     for d in checkpoints(out)[:-1]: (d / "manifest.json").unlink()
     with pytest.raises(CheckpointError, match="no checkpoint in .* is usable"):
-        make(out, steps=2, resume=True)
+        make(out, max_steps=2, resume_from_checkpoint=True)
     assert not marker.exists()

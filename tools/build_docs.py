@@ -634,7 +634,8 @@ def build(nbs: Path, out: Path, md_dir: Path, workers: int = 2, execute: bool = 
                                             for r in sorted(results, key=lambda r: -r["seconds"])[:4]))
     if strict and errors:
         failed = [r["notebook"] for r in results if r["errors"]]
-        why = "; notebooks that failed (tracebacks above):\n\t" + "\n\t".join(failed) if failed else " (MkDocs, above)"
+        why = ("; notebooks that failed (tracebacks above):\n\t" + "\n\t".join(failed) if failed
+               else ":\n\t" + "\n\t".join(errors))
         sys.exit(f"build_docs --strict: {len(errors)} warnings{why}")
     return info
 

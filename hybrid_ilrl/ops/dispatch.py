@@ -9,7 +9,7 @@ __all__ = ['BACKENDS', 'as_btv', 'rows_overlap', 'register_backend', 'pick_backe
 # %% ../../nbs/03a_ops_dispatch.ipynb #cdede4cf
 import os
 import torch
-from ..objective import check_logits, _raise_if_inf
+from ..objective import check_logits, check_inf_kl
 from ..logit_grad import kl_terms, check_normalisers
 
 # %% ../../nbs/03a_ops_dispatch.ipynb #ff96f259
@@ -117,7 +117,7 @@ def check_rows(stats:torch.Tensor, # [6, N] from `fused_rows`
     if any_bad:
         i = int(bad.nonzero()[0, 0])
         explain_row(*row_logits(i), tau, _position(i, lead))
-    if any_inf: _raise_if_inf(stats[0].view(lead), keep.view(lead), "token KL")
+    if any_inf: check_inf_kl(stats[0].view(lead), keep.view(lead), "token KL")
 
 def row_loss(stats:torch.Tensor, A:torch.Tensor, beta:float)->torch.Tensor:
     "`β k − A log p_y` per row `[N]` from the statistics; `β = 0` or `A = 0` gives 0, even against an infinite factor."

@@ -9,6 +9,8 @@ __all__ = ['default_chunk_size', 'head_rows', 'HiddenLossFunction']
 import torch
 from ..objective import acc_dtype
 from .dispatch import fused_rows, check_rows, row_loss, scaled
+try: from torch.distributed.tensor import DTensor, Partial
+except ImportError: DTensor = ()   # torch without DTensor: nothing is ever sharded
 
 # %% ../../nbs/03e_ops_fused_head.ipynb #15ba2565
 def default_chunk_size(N:int, # rows
@@ -76,10 +78,26 @@ def _head_row(i:int, h, W, b, h_E, W_E, b_E, z_E)->tuple:
     return z, logits(h_E, W_E, b_E) if W_E is not None else z if z_E is None else z_E[i].to(z.dtype)
 
 # %% ../../nbs/03e_ops_fused_head.ipynb #56fde015
+def _full(x:torch.Tensor|None)->torch.Tensor|None:
+    "`x`, or the whole tensor of a sharded `DTensor` (an all-gather over its mesh)."
+    return x.full_tensor() if isinstance(x, DTensor) else x
+
+def _layout(x)->tuple|None:
+    "The mesh and placements of a `DTensor` (None for a plain tensor)."
+    return (x.device_mesh, x.placements) if isinstance(x, DTensor) else None
+
+def _grad_like(g:torch.Tensor|None, layout:tuple|None)->torch.Tensor|None:
+    "Gradient `g` of a gathered tensor as one of the `DTensor` with `layout`: averaged over the mesh, laid out alike."
+    if g is None or layout is None: return g
+    mesh, placements = layout
+    return DTensor.from_local(g / mesh.size(), mesh, [Partial()] * mesh.ndim).redistribute(mesh, placements)
+
 class HiddenLossFunction(torch.autograd.Function):
     "`Σ_r w_r (β k_r − A_r log p(y_r))`, `z = h Wᵀ + b`, by chunks: `dh`, `dW`, `db` made in forward, scaled after."
     @staticmethod
     def forward(ctx, h, W, b, h_E, W_E, b_E, z_E, y, A, keep, w, lead, beta, tau, chunk_size, allow_inf, backend, need):
+        ctx.layouts = [_layout(x) for x in (h, W, b)]
+        h, W, b, h_E, W_E, b_E, z_E = map(_full, (h, W, b, h_E, W_E, b_E, z_E))   # FSDP2: the whole head
         stats, dh, dW, db = head_rows(h, W, b, h_E, W_E, b_E, z_E, y, beta * w / tau, A * w / tau, keep, tau, backend,
                                       chunk_size, need)
         check_rows(stats, keep, lead, beta, allow_inf, tau, lambda i: _head_row(i, h, W, b, h_E, W_E, b_E, z_E))
@@ -91,4 +109,6 @@ class HiddenLossFunction(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_loss, *_): return scaled(grad_loss, ctx.saved_tensors, ctx.dtypes) + (None,) * 16
+    def backward(ctx, grad_loss, *_):
+        grads = scaled(grad_loss, ctx.saved_tensors, ctx.dtypes)
+        return tuple(map(_grad_like, grads, ctx.layouts)) + (None,) * 16
