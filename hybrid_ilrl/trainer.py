@@ -10,7 +10,7 @@ __all__ = ['plain_head', 'response_hidden', 'head_input', 'take_rows', 'take_pol
 
 # %% ../nbs/07_trainer.ipynb #3d8776dc
 import copy, fcntl, hashlib, json, math, os, random, re, shutil, time, warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np
@@ -263,6 +263,25 @@ def teacher_out(self:Trainer, r:Rollout):
 class NonFiniteStep(ValueError):
     "A step whose statistics are not finite, let through by `allow_inf`: the step guard skips it."
 
+_NONFINITE_LOGITS = re.compile(r"(student|teacher) logits (contain NaN|contain \+inf|have a row that is all -inf)")
+
+@patch
+@contextmanager
+def agreed_skip(self:Trainer):
+    "Raise `NonFiniteStep` on every process when non-finite logits or statistics were found on any: one all-reduce."
+    failure = None
+    try: yield
+    except ValueError as e:
+        if not (isinstance(e, NonFiniteStep) or _NONFINITE_LOGITS.search(str(e))): raise
+        failure = e
+    if self.accel.num_processes > 1:
+        flag = torch.tensor(float(failure is not None), device=self.accel.device)
+        n = int(self.accel.reduce(flag, "sum"))
+        if n and failure is None:
+            failure = NonFiniteStep(f"{n} of {self.accel.num_processes} processes found non-finite logits "
+                                    "or statistics")
+    if failure is not None: raise failure
+
 def _norm(grads:list)->torch.Tensor:
     "The global L2 norm of `grads` (None entries skipped)."
     sq = [g.detach().float().pow(2).sum() for g in grads if g is not None]
@@ -295,13 +314,14 @@ def estimator_grad(self:Trainer, r:Rollout, R:torch.Tensor, x_E, split:bool=Fals
     params = [param for param in self.student.parameters() if param.requires_grad]
     parts, self.loss = None, 0.0  # per-term gradient sums (split); the loss, which the step guard checks
     try:
-        if len(blocks) == 1:  # one forward serves the statistics and the loss
-            x = student(blocks[0])
-            st = stats(x, blocks[0])
-        else:                 # the statistics of the whole step first: advantages and baselines need every group
-            with torch.no_grad(): st = HybridStats(*map(torch.cat, zip(*[stats(student(b), b) for b in blocks])))
-        if cfg.allow_inf and not bool((torch.isfinite(st.k) & torch.isfinite(st.logq))[r.mask].all()):
-            raise NonFiniteStep("teacher logits give probability 0 to a sampled token: an infinite token KL")
+        with self.agreed_skip():  # a non-finite step is skipped by every process, before any collective of the loss
+            if len(blocks) == 1:  # one forward serves the statistics and the loss
+                x = student(blocks[0])
+                st = stats(x, blocks[0])
+            else:                 # the statistics of the whole step first: advantages and baselines need every group
+                with torch.no_grad(): st = HybridStats(*map(torch.cat, zip(*[stats(student(b), b) for b in blocks])))
+            if cfg.allow_inf and not bool((torch.isfinite(st.k) & torch.isfinite(st.logq))[r.mask].all()):
+                raise NonFiniteStep("teacher logits give probability 0 to a sampled token: an infinite token KL")
         A, norm = mode_advantages(cfg, st, R, r.mask), self.loss_norm(r)
         for j, rows in enumerate(blocks):
             x = x if len(blocks) == 1 else student(rows)
@@ -330,8 +350,6 @@ def estimator_grad(self:Trainer, r:Rollout, R:torch.Tensor, x_E, split:bool=Fals
     return st, A, norms
 
 # %% ../nbs/07_trainer.ipynb #6f4b6bb1
-_NONFINITE_LOGITS = re.compile(r"(student|teacher) logits (contain NaN|contain \+inf|have a row that is all -inf)")
-
 @patch
 def nonfinite_cause(self:Trainer, why:str, R:torch.Tensor, st=None, mask:torch.Tensor|None=None)->str:
     "The likely cause of a non-finite step (`why`): the rewards' magnitude, the teacher's logits, or the learning rate."

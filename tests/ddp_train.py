@@ -2,10 +2,11 @@
 `accelerate launch` with 2 processes (DDP, or FSDP2 with `examples/accelerate/fsdp2.yaml`; gloo on CPU);
 tests/test_distributed.py compares them.
 
-    python ddp_train.py OUT [--resume-at K] [--no-grad-split]
+    python ddp_train.py OUT [--resume-at K | --nan-at K]
 
 `--resume-at K`: train K steps (writing checkpoint-K), then a new Trainer resumes from it to the end.
-`--no-grad-split`: no separate dense/sparse backward on logging steps (under DDP the second one is not averaged).
+`--nan-at K`: no resume; the teacher's logits are NaN on the last process during step K only, so that process alone
+finds the step non-finite: every process must skip it together (OUT.rank<i>.json: each process's skip count).
 OUT.json records how the run went: the distributed type, whether the fused head was used, and under FSDP2 a check of
 the fused loss on a sharded head weight (a `DTensor`) against the gathered one."""
 import json, os, sys
@@ -34,14 +35,14 @@ def accelerator()->Accelerator:
         accel.state.fsdp_plugin = FullyShardedDataParallelPlugin()   # read from the launch config (FSDP_* variables)
     return accel
 
-def trainer(out:str, accel:Accelerator, max_steps:int, resume:bool=False, grad_split:bool=True)->Trainer:
+def trainer(out:str, accel:Accelerator, max_steps:int, resume:bool=False)->Trainer:
     tok = char_tokenizer()
     prompts = [{"prompt": f"copy: {w} =", "answer": w} for w in ["abc", "xyz", "hello", "tree"]]
     cfg = Config(mode="hybrid", max_steps=max_steps, num_generations=2, per_device_train_batch_size=4,
                  gradient_accumulation_steps=2 // accel.num_processes,   # 4 prompts a step on 1 process or 2
                  max_completion_length=5, learning_rate=1e-3, output_dir=out + ".run",
                  progress=False, save_steps=0, resume_from_checkpoint=resume, logging_steps=1,
-                 grad_split=grad_split)
+                 grad_split=True)   # logging steps backprop dense and sparse apart: both averaged
     return Trainer(tiny_llama(tok, seed=0), tiny_llama(tok, hidden=96, seed=1), tok, prompts, [reward], cfg, accel)
 
 def sharded_head_check()->float:
@@ -60,15 +61,29 @@ def sharded_head_check()->float:
     dist.all_reduce(dW)
     return float((W_d.grad.full_tensor() - dW / dist.get_world_size()).abs().max())
 
+def nan_teacher_at(t:Trainer, step:int):
+    "NaN teacher logits (from NaN hidden states) on the last process while `t` takes step `step` (1-based)."
+    def hook(module, inputs, output):
+        last = dist.is_initialized() and dist.get_rank() == dist.get_world_size() - 1
+        return output * float("nan") if last and t.step == step - 1 else output
+    t.teacher.model.norm.register_forward_hook(hook)   # its last hidden states: the fused head never calls lm_head
+
 if __name__ == "__main__":
     out = sys.argv[1]
+    if "--nan-at" in sys.argv:
+        accel = accelerator()
+        t = trainer(out, accel, STEPS)
+        nan_teacher_at(t, int(sys.argv[sys.argv.index("--nan-at") + 1]))
+        t.train()
+        with open(f"{out}.rank{accel.process_index}.json", "w") as f: json.dump({"skipped": t.skipped}, f)
+        accel.end_training()
+        sys.exit(0)
     resume_at = int(sys.argv[sys.argv.index("--resume-at") + 1]) if "--resume-at" in sys.argv else None
-    split = "--no-grad-split" not in sys.argv
     accel = accelerator()
     if resume_at:
-        trainer(out, accel, resume_at, grad_split=split).train()
+        trainer(out, accel, resume_at).train()
         accel.free_memory()   # forget that trainer's model: accelerate's FSDP2 clip_grad_norm_ compares with each one
-    t = trainer(out, accel, STEPS, resume=bool(resume_at), grad_split=split)
+    t = trainer(out, accel, STEPS, resume=bool(resume_at))
     t.train()
     info = {"distributed_type": str(accel.distributed_type), "processes": accel.num_processes,
             "fsdp": is_fsdp(t.model), "fused_head": plain_head(t.model) is not None,

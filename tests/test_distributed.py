@@ -4,7 +4,6 @@ launches below go through torchrun (`--multi_gpu`, or the FSDP config) and `test
 import json, os, subprocess, sys
 from pathlib import Path
 import pytest, torch
-import hybrid_ilrl.trainer
 
 HERE = Path(__file__).parent
 SCRIPT, FSDP2 = HERE / "ddp_train.py", HERE.parent / "examples" / "accelerate" / "fsdp2.yaml"
@@ -29,15 +28,12 @@ def test_one_process(one):
                       "resumed_from": None}
 
 def test_ddp_matches_one_process(one, tmp_path):
-    # the logging steps' dense/sparse split needs the trainer to average its second backward (`ddp_average`)
-    split = hasattr(hybrid_ilrl.trainer, "ddp_average")
-    weights, info = run(tmp_path / "ddp.pt", "--multi_gpu", extra=() if split else ("--no-grad-split",))
+    # with the logging steps' dense/sparse split: the trainer averages its second backward (`ddp_average`)
+    weights, info = run(tmp_path / "ddp.pt", "--multi_gpu")
     assert (info["distributed_type"], info["processes"], info["fsdp"]) == ("DistributedType.MULTI_CPU", 2, False)
     assert info["resumed_from"] == "checkpoint-2" and info["fused_head"]
     torch.testing.assert_close(weights, one[0], **TOL)
 
-@pytest.mark.skipif(not hasattr(hybrid_ilrl.trainer, "full_state"),
-                    reason="the trainer does not call the FSDP2 helpers of hybrid_ilrl.distributed yet")
 def test_fsdp2_matches_one_process(one, tmp_path):
     weights, info = run(tmp_path / "fsdp.pt", "--config_file", str(FSDP2))
     assert (info["distributed_type"], info["processes"], info["fsdp"]) == ("DistributedType.FSDP", 2, True)
@@ -48,3 +44,13 @@ def test_fsdp2_matches_one_process(one, tmp_path):
     from transformers import AutoModelForCausalLM   # the checkpoint holds the full weights, loadable as they are
     ckpt = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp.pt.run" / "checkpoint-3")
     torch.testing.assert_close(torch.cat([w.flatten() for w in ckpt.state_dict().values()]), weights, rtol=0, atol=0)
+
+
+def test_a_step_non_finite_on_one_process_is_skipped_by_all(tmp_path):
+    "NaN teacher logits on one process only: both processes skip that step together (no hang), then train on."
+    out = tmp_path / "nan.pt"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+           "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT), str(out), "--nan-at", "2"]
+    subprocess.run(cmd, check=True, env=ENV, timeout=300)
+    skipped = [json.loads(Path(f"{out}.rank{rank}.json").read_text())["skipped"] for rank in (0, 1)]
+    assert skipped == [1, 1], skipped
