@@ -14,6 +14,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_model_state_dict, set_optimizer_state_dict)
 try: from torch.distributed.fsdp import FSDPModule
 except ImportError: FSDPModule = ()   # torch without FSDP2: no module is ever sharded
+from .rollout import fsdp_modules
 
 # %% ../nbs/06b_distributed.ipynb #1d1d374d
 def module_type(module:torch.nn.Module)->type:
@@ -23,7 +24,7 @@ def module_type(module:torch.nn.Module)->type:
 
 def is_fsdp(model:torch.nn.Module)->bool:
     "Whether `model` or any of its modules is sharded by FSDP2."
-    return any(isinstance(mod, FSDPModule) for mod in model.modules())
+    return bool(fsdp_modules(model))
 
 # %% ../nbs/06b_distributed.ipynb #8c207f58
 @contextmanager
@@ -31,7 +32,7 @@ def keep_unsharded(model:torch.nn.Module, # the model (the FSDP2 root, or any mo
                    keep:bool=True, # False: do nothing (the last backward through a graph)
                   ):
     "Keep FSDP2's gathered weights through a backward that retains its graph (another backward follows)."
-    roots = [mod for mod in model.modules() if isinstance(mod, FSDPModule)] if keep else []
+    roots = fsdp_modules(model) if keep else []
     for mod in roots: mod.set_reshard_after_backward(False, recurse=False)
     try: yield
     finally:

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['char_tokenizer', 'tiny_llama', 'vocab_sizes', 'vocab_difference', 'shared_vocab', 'GumbelSampler', 'Rollout',
-           'response_mask', 'prompt_text', 'encode_prompts', 'sample_rollout', 'response_logits', 'score_rewards']
+           'response_mask', 'prompt_text', 'encode_prompts', 'fsdp_modules', 'sample_rollout', 'response_logits',
+           'reward_name', 'score_rewards']
 
 # %% ../nbs/04_rollout.ipynb #61bc25c6
 from dataclasses import dataclass
@@ -78,17 +79,19 @@ def shared_vocab(student, teacher, tokenizer,
 
 # %% ../nbs/04_rollout.ipynb #5f594135
 class GumbelSampler(LogitsProcessor):
-    "Temperature sampling as greedy decoding of Gumbel-perturbed logits, one seeded noise stream per row."
-    def __init__(self, seeds:list[int], tau:float=1.0, n_vocab:int|None=None, keep_logits:bool=False):
+    "Temperature sampling as greedy decoding of Gumbel-perturbed logits, one seeded noise stream per row (or none)."
+    def __init__(self, seeds:list[int], tau:float=1.0, n_vocab:int|None=None, keep_logits:bool=False,
+                 greedy:bool=False): # no noise: the argmax of the logits (below `n_vocab`)
         if tau <= 0: raise ValueError(f"temperature must be positive, got tau={tau}")
         self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        self.tau, self.n_vocab, self.keep = tau, n_vocab, keep_logits
+        self.tau, self.n_vocab, self.keep, self.greedy = tau, n_vocab, keep_logits, greedy
         self.logits = []  # the policy's logits z/τ at each step, when keep_logits
 
     def __call__(self, input_ids, scores):
         z = scores.float() / self.tau
         if self.n_vocab is not None: z[:, self.n_vocab:] = float('-inf')
         if self.keep: self.logits.append(z.clone())
+        if self.greedy: return z
         u = torch.stack([torch.rand(z.shape[-1], generator=gen) for gen in self.gens]).to(z.device)
         return z - torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-7)))
 
@@ -140,14 +143,15 @@ def encode_prompts(tokenizer, prompts:list)->tuple:
     return tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True, padding_side="left"), texts
 
 # %% ../nbs/04_rollout.ipynb #75ac561e
-def _fsdp_modules(model)->list:
-    "The modules of `model` that FSDP2 shards (none when it is not sharded)."
-    from torch.distributed.fsdp import FSDPModule
+def fsdp_modules(model)->list:
+    "The modules of `model` that FSDP2 shards (none when it is not sharded, or torch has no FSDP2)."
+    try: from torch.distributed.fsdp import FSDPModule
+    except ImportError: return []
     return [mod for mod in model.modules() if isinstance(mod, FSDPModule)]
 
 def _sharded(model)->bool:
     "Whether `model` is sharded over several processes (FSDP2): then every process must run each `generate` step."
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and bool(_fsdp_modules(model))
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and bool(fsdp_modules(model))
 
 @torch.no_grad()
 def sample_rollout(model, tokenizer, prompts:list, # strings, or lists of {"role", "content"} messages (chat template)
@@ -156,7 +160,9 @@ def sample_rollout(model, tokenizer, prompts:list, # strings, or lists of {"role
                    seed:int=0, # completion i of this call uses the noise stream `seed + i`
                    max_prompt_length:int|None=None, # longer prompts are an error (no silent truncation)
                    n_vocab:int|None=None, # sample only token ids below this (padded vocabularies)
-                   keep_logits:bool=False)->Rollout:
+                   keep_logits:bool=False,
+                   greedy:bool=False, # the argmax completion instead of a sample (then `seed` is unused)
+                  )->Rollout:
     "Sample `group_size` completions per prompt with `model.generate` (KV cache) and Gumbel-max temperature sampling."
     if len(prompts) == 0: raise ValueError("empty prompt list: nothing to sample")
     if group_size < 1: raise ValueError(f"group_size must be >= 1, got {group_size}")
@@ -170,7 +176,7 @@ def sample_rollout(model, tokenizer, prompts:list, # strings, or lists of {"role
     ids = enc.input_ids.repeat_interleave(group_size, 0).to(dev)
     att = enc.attention_mask.repeat_interleave(group_size, 0).to(dev)
     n = n_vocab or len(tokenizer)
-    sampler = GumbelSampler([seed + i for i in range(len(ids))], tau, n, keep_logits)
+    sampler = GumbelSampler([seed + i for i in range(len(ids))], tau, n, keep_logits, greedy)
     gc = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                           eos_token_id=tokenizer.eos_token_id, use_cache=True)
     sync = {"synced_gpus": True} if _sharded(model) else {}  # else transformers decides (DeepSpeed ZeRO-3: synced)
@@ -179,7 +185,7 @@ def sample_rollout(model, tokenizer, prompts:list, # strings, or lists of {"role
     out = model.generate(input_ids=ids, attention_mask=att, generation_config=gc,
                          logits_processor=LogitsProcessorList([sampler]), **sync)
     model.train(was_training)
-    for mod in _fsdp_modules(model): mod.reshard()   # FSDP2 keeps the head gathered after a forward: free it
+    for mod in fsdp_modules(model): mod.reshard()   # FSDP2 keeps the head gathered after a forward: free it
     response = out[:, ids.shape[1]:]
     mask = response_mask(response, tokenizer.eos_token_id)
     response = response.masked_fill(~mask, tokenizer.pad_token_id)
@@ -200,6 +206,10 @@ def response_logits(model, r:Rollout, n_vocab:int|None=None)->torch.Tensor:
     return logits[:, :-1, :n_vocab]
 
 # %% ../nbs/04_rollout.ipynb #77fee2c6
+def reward_name(f)->str:
+    "How a reward function is named in metrics and errors: its `__name__`, else its class name."
+    return getattr(f, "__name__", type(f).__name__)
+
 def score_rewards(reward_fns:list, # each f(prompts, completions, **columns) -> list[float]
                   prompts:list[str], completions:list[str],
                   columns:dict|None=None, # extra per-row fields passed by keyword
@@ -209,7 +219,7 @@ def score_rewards(reward_fns:list, # each f(prompts, completions, **columns) -> 
     weights = weights or [1.0] * len(reward_fns)
     total, parts = torch.zeros(len(completions), dtype=torch.float64), {}
     for f, w in zip(reward_fns, weights):
-        name = getattr(f, "__name__", type(f).__name__)
+        name = reward_name(f)
         try: vals = f(prompts, completions, **(columns or {}))
         except Exception as e: raise RuntimeError(f"reward function {name!r} raised {type(e).__name__}: {e}") from e
         vals = torch.as_tensor([float('nan') if v is None else v for v in vals], dtype=torch.float64)

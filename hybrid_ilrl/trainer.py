@@ -544,12 +544,7 @@ def save_checkpoint(self:Trainer):
         with self.lock:
             self.claim_output_dir()
             final, tmp = self.out / f"checkpoint-{self.step}", self.out / f".tmp-checkpoint-{self.step}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            hf_logging.disable_progress_bar()
-            self.model.save_pretrained(tmp, **dict(state_dict=sd) if fsdp else {})
-            hf_logging.enable_progress_bar()
-            self.tokenizer.save_pretrained(tmp)
+            self.save_pretrained_to(tmp, self.model, sd)
             torch.save({"step": self.step, "optimizer": opt_sd, "scheduler": self.sched.state_dict(),
                         "rng": rng_state(), "config": json.dumps(asdict(self.cfg), default=repr),
                         "skipped": self.skipped, "skips_in_row": self.skips_in_row}, tmp / "trainer_state.pt")
@@ -560,6 +555,16 @@ def save_checkpoint(self:Trainer):
             keep = self.cfg.save_total_limit  # 0: keep every checkpoint
             for old in checkpoints(self.out)[:-keep] if keep > 0 else []: shutil.rmtree(old, ignore_errors=True)
     accel.wait_for_everyone()
+
+@patch
+def save_pretrained_to(self:Trainer, tmp:Path, model, sd:dict|None):
+    "`model` (with the full state dict `sd`, when sharded) and the tokenizer into a fresh folder `tmp`, quietly."
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    hf_logging.disable_progress_bar()
+    model.save_pretrained(tmp, **dict(state_dict=sd) if sd is not None else {})
+    hf_logging.enable_progress_bar()
+    self.tokenizer.save_pretrained(tmp)
 
 def is_peft(model)->bool:
     "Whether `model` is a `peft` model (LoRA adapters on a frozen base)."
@@ -574,11 +579,7 @@ def save_final(self:Trainer):
         with self.lock:
             model = copy.deepcopy(self.model).merge_and_unload() if is_peft(self.model) else self.model
             final, tmp = self.out / "final", self.out / ".tmp-final"
-            shutil.rmtree(tmp, ignore_errors=True)
-            hf_logging.disable_progress_bar()
-            model.save_pretrained(tmp, **dict(state_dict=sd) if sd is not None else {})
-            hf_logging.enable_progress_bar()
-            self.tokenizer.save_pretrained(tmp)
+            self.save_pretrained_to(tmp, model, sd)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
     self.accel.wait_for_everyone()
@@ -613,8 +614,7 @@ def apply_checkpoint(self:Trainer, path:Path, sd:dict, state:dict):
     if missing or unexpected:
         raise RuntimeError(f"checkpoint {path} does not fit the student: missing {missing[:5]}, "
                            f"unexpected {unexpected[:5]}")
-    if is_fsdp(self.model): load_optimizer_state(self.model, self.opt.optimizer, state["optimizer"])
-    else: self.opt.load_state_dict(state["optimizer"])
+    load_optimizer_state(self.model, self.opt.optimizer, state["optimizer"])   # by position, or by name (FSDP2's)
     self.sched.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     self.step, self.skipped, self.skips_in_row = state["step"], state["skipped"], state["skips_in_row"]
